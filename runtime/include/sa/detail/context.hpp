@@ -1,0 +1,85 @@
+#pragma once
+// Context switching between fibers on Boost.Context's fcontext primitives,
+// with the sanitizer annotations that make ASan and TSan follow the switch.
+//
+// A switch from `prev` to `next` carries a SwitchRecord: the resumed side
+// stores prev's saved context (it only exists once the jump happened) and then
+// runs the record's post-switch action, which publishes prev (pushes it on a
+// run queue, releases the lock of the wait list it joined, or frees its
+// stack). This is how a fiber can enqueue itself *before* it has stopped
+// running without anyone resuming it early: nobody can see it until the
+// action runs on the far side of the switch.
+
+#include <cstddef>
+
+#include <boost/context/detail/fcontext.hpp>
+
+#include <sa/detail/fiber_ctl.hpp>
+
+#if defined(SA_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(SA_TSAN)
+extern "C" {
+void* __tsan_get_current_fiber(void);
+void* __tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void* fiber);
+void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+}
+#endif
+
+namespace sa::detail {
+
+namespace bctx = boost::context::detail;
+
+// A post-switch action: runs on the resumed side with the fiber that left.
+using PostSwitch = void (*)(FiberCtl* prev, void* arg) noexcept;
+
+struct SwitchRecord {
+  FiberCtl* prev;
+  PostSwitch action;
+  void* arg;
+};
+
+// Sanitizer view of a context's stack: [bottom, bottom + size).
+struct StackBounds {
+  const void* bottom = nullptr;
+  std::size_t size = 0;
+};
+
+// complete_switch() finishes a switch on the resumed side. It copies the
+// record first: it lives on prev's stack, which the action may hand away.
+inline void complete_switch(bctx::transfer_t t) noexcept {
+  const SwitchRecord rec = *static_cast<SwitchRecord*>(t.data);
+  rec.prev->ctx = t.fctx;
+  if (rec.action) rec.action(rec.prev, rec.arg);
+}
+
+// sanitizer_enter() is called first thing in a context that was just entered
+// (a new fiber's entry, or after jump() returns).
+inline void sanitizer_enter([[maybe_unused]] FiberCtl* self) noexcept {
+#if defined(SA_ASAN)
+  __sanitizer_finish_switch_fiber(self ? self->asan_fake_stack : nullptr, nullptr, nullptr);
+#endif
+}
+
+// jump() switches from `self` to `next` and returns when `self` is resumed,
+// possibly on another kernel thread: callers re-read the current VProc after
+// it. `self_dies` tells the sanitizers that `self` never resumes.
+inline void jump(FiberCtl* self, FiberCtl* next, const StackBounds& next_stack, PostSwitch action, void* arg,
+                 [[maybe_unused]] bool self_dies = false) noexcept {
+  SwitchRecord rec{self, action, arg};
+#if defined(SA_ASAN)
+  __sanitizer_start_switch_fiber(self_dies ? nullptr : &self->asan_fake_stack, next_stack.bottom, next_stack.size);
+#else
+  (void)next_stack;
+#endif
+#if defined(SA_TSAN)
+  __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+  bctx::transfer_t t = bctx::jump_fcontext(next->ctx, &rec);
+  sanitizer_enter(self);
+  complete_switch(t);
+}
+
+}  // namespace sa::detail

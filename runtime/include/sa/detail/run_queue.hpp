@@ -1,0 +1,231 @@
+#pragma once
+// The ready queues of the scheduler.
+//
+// RunQueue: one per VProc. A bounded FIFO ring that only its owner pushes to
+// and that the owner and thieves pop from with a CAS on `head`, plus a
+// `next` slot for the fiber the running fiber just readied (it runs next, for
+// locality of communication). This is the algorithm of Go's per-P run queue
+// (runtime/proc.go: runqput, runqget, runqgrab, runqsteal): the owner writes
+// slots and publishes them with a release store of `tail`; a consumer reads
+// `tail` with acquire, copies slots, and commits with a CAS of `head`, so a
+// slot it copied can only have been overwritten if its CAS fails. A thief
+// takes half of the queue in one CAS.
+//
+// Rejected: a Chase-Lev deque (Chase and Lev, SPAA 2005). Its owner pops
+// LIFO, which makes yield() unfair (the yielding fiber is popped straight back)
+// and needs a growable array with deferred reclamation. A full ring instead
+// spills half of itself to the global queue (Go's runqputslow).
+//
+// GlobalQueue: work from outside the runtime and spill-over; a SpinLock and an
+// intrusive FIFO, with an atomic size so an empty check is one load.
+//
+// Inbox: one per VProc, for fibers bound to it that are readied elsewhere.
+// Dmitry Vyukov's intrusive MPSC node-based queue (1024cores.net, "Intrusive
+// MPSC node-based queue"): a producer does one exchange; the owner pops.
+
+#include <atomic>
+#include <cstdint>
+
+#include <sa/detail/fiber_ctl.hpp>
+#include <sa/detail/spin_lock.hpp>
+
+namespace sa::detail {
+
+class GlobalQueue {
+ public:
+  // push_batch() appends the chain first..last (linked by QueueHook::next).
+  void push_batch(FiberCtl* first, FiberCtl* last, uint32_t n) noexcept {
+    last->next.store(nullptr, std::memory_order_relaxed);
+    lock_.lock();
+    if (tail_) tail_->next.store(first, std::memory_order_relaxed); else head_ = first;
+    tail_ = last;
+    // relaxed: size_ is a hint for empty(); the lock orders the contents.
+    size_.store(size_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    lock_.unlock();
+  }
+  void push(FiberCtl* f) noexcept { push_batch(f, f, 1); }
+  FiberCtl* pop() noexcept {
+    if (empty()) return nullptr;
+    lock_.lock();
+    FiberCtl* f = static_cast<FiberCtl*>(head_);
+    if (f) {
+      head_ = f->next.load(std::memory_order_relaxed);
+      if (!head_) tail_ = nullptr;
+      size_.store(size_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    }
+    lock_.unlock();
+    return f;
+  }
+  // empty() may be stale by the time it returns; the idle protocol orders it
+  // with a seq_cst fence (see VProc).
+  bool empty() const noexcept { return size_.load(std::memory_order_relaxed) == 0; }
+  uint32_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+ private:
+  SpinLock lock_;
+  QueueHook* head_ = nullptr;
+  QueueHook* tail_ = nullptr;
+  std::atomic<uint32_t> size_{0};
+};
+
+class RunQueue {
+ public:
+  static constexpr uint32_t kCapacity = 256;
+
+  // push() appends `f` at the tail; owner only. A full ring moves half of
+  // itself and `f` to `global`.
+  void push(FiberCtl* f, GlobalQueue& global) noexcept {
+    for (;;) {
+      // acquire: slots below head are no longer read by any consumer.
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_relaxed);  // only we write it
+      if (t - h < kCapacity) {
+        buf_[t % kCapacity].store(f, std::memory_order_relaxed);
+        // release: a consumer that sees the new tail sees the slot.
+        tail_.store(t + 1, std::memory_order_release);
+        return;
+      }
+      if (spill(f, h, t, global)) return;
+    }
+  }
+
+  // push_next() makes `f` run next; the fiber it displaces goes to the tail.
+  void push_next(FiberCtl* f, GlobalQueue& global) noexcept {
+    // acq_rel: pairs with a thief's CAS of next_ (steal_next).
+    FiberCtl* old = next_.exchange(f, std::memory_order_acq_rel);
+    if (old) push(old, global);
+  }
+
+  // pop() takes the next fiber to run: the `next` slot unless `skip_next`,
+  // then the head. Owner only.
+  FiberCtl* pop(bool skip_next = false) noexcept {
+    if (!skip_next && next_.load(std::memory_order_relaxed)) {
+      FiberCtl* f = next_.exchange(nullptr, std::memory_order_acquire);
+      if (f) return f;
+    }
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (t == h) break;
+      FiberCtl* f = buf_[h % kCapacity].load(std::memory_order_relaxed);
+      // release: our read of the slot happens before the owner may reuse it.
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_release, std::memory_order_relaxed)) return f;
+    }
+    if (skip_next) return next_.exchange(nullptr, std::memory_order_acquire);
+    return nullptr;
+  }
+
+  // steal_into() moves about half of this queue into `thief`'s (which must
+  // be empty; called by thief's owner) and returns one fiber to run, or null.
+  FiberCtl* steal_into(RunQueue& thief) noexcept {
+    uint32_t tt = thief.tail_.load(std::memory_order_relaxed);
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_acquire);  // acquire: see the slots it covers
+      uint32_t n = t - h;
+      if (n == 0) return steal_next();
+      if (n > kCapacity) continue;  // h and t read at different times; retry
+      n -= n / 2;
+      for (uint32_t i = 0; i < n; ++i)
+        thief.buf_[(tt + i) % kCapacity].store(buf_[(h + i) % kCapacity].load(std::memory_order_relaxed),
+                                                std::memory_order_relaxed);
+      // acq_rel: commit the copy (release for the owner's reuse of the slots).
+      if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        // Run the last one copied; publish the others (Go's runqsteal).
+        FiberCtl* last = thief.buf_[(tt + n - 1) % kCapacity].load(std::memory_order_relaxed);
+        if (n > 1) thief.tail_.store(tt + n - 1, std::memory_order_release);
+        return last;
+      }
+    }
+  }
+
+  // empty() is true when neither the ring nor the `next` slot holds a fiber.
+  bool empty() const noexcept {
+    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) &&
+           next_.load(std::memory_order_acquire) == nullptr;
+  }
+  uint32_t size() const noexcept {
+    return tail_.load(std::memory_order_acquire) - head_.load(std::memory_order_acquire) +
+           (next_.load(std::memory_order_relaxed) ? 1 : 0);
+  }
+
+ private:
+  FiberCtl* steal_next() noexcept {
+    FiberCtl* f = next_.load(std::memory_order_acquire);
+    if (f && next_.compare_exchange_strong(f, nullptr, std::memory_order_acq_rel)) return f;
+    return nullptr;
+  }
+
+  bool spill(FiberCtl* f, uint32_t h, uint32_t t, GlobalQueue& global) noexcept {
+    uint32_t n = (t - h) / 2;
+    FiberCtl* batch[kCapacity / 2 + 1];
+    for (uint32_t i = 0; i < n; ++i) batch[i] = buf_[(h + i) % kCapacity].load(std::memory_order_relaxed);
+    if (!head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return false;  // a thief took some; the ring has room now
+    batch[n] = f;
+    for (uint32_t i = 0; i < n; ++i) batch[i]->next.store(batch[i + 1], std::memory_order_relaxed);
+    global.push_batch(batch[0], batch[n], n + 1);
+    return true;
+  }
+
+  alignas(64) std::atomic<uint32_t> head_{0};
+  alignas(64) std::atomic<uint32_t> tail_{0};
+  std::atomic<FiberCtl*> next_{nullptr};
+  std::atomic<FiberCtl*> buf_[kCapacity] = {};
+};
+
+class Inbox {
+ public:
+  Inbox() noexcept : head_(&stub_), tail_(&stub_) {}
+  Inbox(const Inbox&) = delete;
+  Inbox& operator=(const Inbox&) = delete;
+
+  // push() appends `f`; any thread; wait-free (one exchange).
+  void push(FiberCtl* f) noexcept { push_hook(f); }
+
+  // pop() takes the oldest fiber, or null (also while a push is half done;
+  // that producer then wakes the owner). Owner only.
+  FiberCtl* pop() noexcept {
+    QueueHook* tail = tail_;
+    QueueHook* next = tail->next.load(std::memory_order_acquire);
+    if (tail == &stub_) {
+      if (!next) return nullptr;
+      tail_ = next;
+      tail = next;
+      next = next->next.load(std::memory_order_acquire);
+    }
+    if (next) {
+      tail_ = next;
+      return static_cast<FiberCtl*>(tail);
+    }
+    if (tail != head_.load(std::memory_order_acquire)) return nullptr;  // push in progress
+    push_hook(&stub_);
+    next = tail->next.load(std::memory_order_acquire);
+    if (next) {
+      tail_ = next;
+      return static_cast<FiberCtl*>(tail);
+    }
+    return nullptr;
+  }
+
+  // empty() is conservative: a push in progress counts as work.
+  bool empty() const noexcept {
+    return tail_ == &stub_ && stub_.next.load(std::memory_order_acquire) == nullptr &&
+           head_.load(std::memory_order_acquire) == &stub_;
+  }
+
+ private:
+  void push_hook(QueueHook* n) noexcept {
+    n->next.store(nullptr, std::memory_order_relaxed);
+    // acq_rel: take the previous head's publication, publish ours.
+    QueueHook* prev = head_.exchange(n, std::memory_order_acq_rel);
+    // release: the consumer that reads this link sees the node.
+    prev->next.store(n, std::memory_order_release);
+  }
+
+  QueueHook stub_;
+  alignas(64) std::atomic<QueueHook*> head_;
+  alignas(64) QueueHook* tail_;
+};
+
+}  // namespace sa::detail

@@ -1,0 +1,106 @@
+#pragma once
+// RuntimeCore: the state shared by the VProcs of one Runtime, and the
+// scheduler entry points the public API and sync/ are built on:
+//   start()  - a newly spawned fiber enters a ready queue
+//   ready()  - a parked fiber becomes ready (wakers call it via try_wake)
+//   park()   - the calling fiber (or outside thread) waits on a Waiter
+//   yield()  - the calling fiber lets the others on its VProc run
+// See vproc.hpp for the scheduler loop and the idle protocol.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <sa/detail/vproc.hpp>
+#include <sa/detail/waiter.hpp>
+#include <sa/shim/shim.hpp>
+
+namespace sa {
+struct Options;
+}
+
+namespace sa::detail {
+
+class RuntimeCore final : public shim::UpcallHandler {
+ public:
+  explicit RuntimeCore(const Options& options);
+  ~RuntimeCore() override;
+
+  // Upcall: run processor `vp` on the calling activation until stop().
+  void processor_added(int vp) noexcept override;
+
+  // start() puts a new fiber (refs, id set) into a ready queue; any thread.
+  void start(FiberCtl* f) noexcept;
+  // wake_idle() is steps W1-W3 of the idle protocol after a fiber was
+  // published on a shared queue.
+  void wake_idle() noexcept;
+  // wake_vproc() wakes `v` if it sleeps, after work was put in its inbox.
+  void wake_vproc(VProc& v) noexcept;
+  // stop() makes every VProc leave its loop; then the activations exit.
+  void stop() noexcept;
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_seq_cst); }
+
+  int size() const noexcept { return static_cast<int>(vprocs_.size()); }
+  VProc& vproc(int i) noexcept { return *vprocs_[static_cast<size_t>(i)]; }
+  shim::Shim& shim() noexcept { return *shim_; }
+
+  uint64_t next_fiber_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+
+  GlobalQueue global;
+  std::atomic<int32_t> nsearching{0};  // VProcs awake and looking for work
+  std::atomic<int32_t> nsleeping{0};   // VProcs in idle steps 1-4
+  std::atomic<int64_t> live{0};        // fibers spawned and not yet finished
+  std::atomic<uint64_t> spawned{0};
+
+ private:
+  bool claim(VProc& v) noexcept;
+
+  std::vector<std::unique_ptr<VProc>> vprocs_;
+  std::unique_ptr<shim::Shim> shim_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint32_t> wake_start_{0};
+};
+
+// Time as the scheduler keeps it: steady_clock nanoseconds.
+inline int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+int64_t to_ns(std::chrono::steady_clock::time_point tp) noexcept;
+inline std::chrono::steady_clock::time_point to_time_point(int64_t ns) noexcept {
+  if (ns == TimerHeap::kNever) return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(ns));
+}
+
+// ready() makes parked fiber `f` runnable: on its home VProc if bound, else on
+// the calling VProc's run queue (it runs next), else on the global queue.
+// Any thread; never blocks.
+void ready(FiberCtl* f) noexcept;
+
+// park() waits until `w` is woken (try_wake) or `deadline_ns` passes
+// (TimerHeap::kNever: no deadline) and returns how it ended. `lock`, if
+// given, is held by the caller and released once the wait is set up. In a
+// fiber it blocks the fiber only; outside the runtime it blocks the thread.
+WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
+
+// yield() lets the other ready fibers of this VProc run; outside the
+// runtime it yields the thread.
+void yield() noexcept;
+
+// fiber_entry() is the first function on every fiber stack.
+void fiber_entry(bctx::transfer_t t) noexcept;
+
+// complete() reports a finished fiber to its joiner (or, detached with an
+// exception, aborts with a report). Runs before its stack is released.
+void complete(FiberCtl* f) noexcept;
+// retire() ends a finished fiber's execution reference (its stack is gone).
+void retire(FiberCtl* f, FiberState from) noexcept;
+// fail_unstarted() finishes a fiber that could not get a stack; f->error is set.
+void fail_unstarted(FiberCtl* f) noexcept;
+// set_current_vproc() records the VProc the calling activation runs.
+void set_current_vproc(VProc* vp) noexcept;
+
+}  // namespace sa::detail

@@ -1,0 +1,136 @@
+#pragma once
+// VProc: a virtual processor. Runs the scheduler loop on its activation and
+// owns a run queue, an inbox for bound fibers, a timer heap and a stack cache.
+//
+// Scheduler loop (VProc::loop, on the activation's own stack):
+//   1. Fire expired timers; take work from the inbox, the run queue, the
+//      global queue (every 61st pick first, for fairness, as Go does).
+//   2. Nothing: become a *searcher* (RuntimeCore::nsearching) and steal from
+//      the other VProcs, nearest first (hwloc order), for a short while.
+//   3. Still nothing: go idle with the protocol below.
+// A fiber that parks or yields switches straight to the next local fiber
+// (no trip through the loop); only when it finds none does it switch to the
+// loop's context.
+//
+// Idle protocol (cannot lose a wakeup; I2):
+//   Sleeper (VProc v):
+//     1. v.idle := Sleeping (seq_cst); nsleeping += 1; if searching, stop
+//        searching (nsearching -= 1); seq_cst fence.
+//     2. Final check: every queue this VProc may take from (its inbox, run
+//        queue, the global queue, every other run queue, due timers) and the
+//        stop flag.
+//     3. Work found: CAS v.idle Sleeping -> Awake; if that fails a waker
+//        already claimed us (step W3) and counted us as searching.
+//     4. Otherwise this_processor_is_idle(v.idle == Sleeping, next timer).
+//        On return, the same CAS as step 3 tells a timeout or spurious
+//        return (we undo step 1 ourselves) from a wake-up (the waker did).
+//   Waker (after making a fiber ready):
+//     W1. Publish the fiber (queue push, release), then a seq_cst fence.
+//     W2. If nsearching > 0, a searcher will find it: done. If nsleeping
+//         == 0, every VProc is awake and will look: done.
+//     W3. Claim a sleeper with CAS idle Sleeping -> Notified (counting it
+//         in nsearching first), then wake_processor() its activation.
+//   Either the waker's W2 loads come after the sleeper's step 1 in the
+//   seq_cst order, and it sees the sleeper, or the sleeper's step 2 comes
+//   after W1, and it sees the fiber. A searcher that finds work and was the
+//   last searcher wakes another sleeper (Go's resetspinning), so a burst of
+//   work fans out.
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include <sa/detail/context.hpp>
+#include <sa/detail/fiber_ctl.hpp>
+#include <sa/detail/run_queue.hpp>
+#include <sa/detail/stack_pool.hpp>
+#include <sa/detail/timer_heap.hpp>
+
+namespace sa::detail {
+
+class RuntimeCore;
+
+enum class IdleState : uint32_t {
+  Awake,     // running or searching for work
+  Sleeping,  // parked (or about to) in this_processor_is_idle
+  Notified,  // claimed by a waker; will run as a searcher
+};
+
+// Counters written only by the owning VProc; read by Runtime::stats().
+struct VProcCounters {
+  std::atomic<uint64_t> switches{0};
+  std::atomic<uint64_t> spawns{0};
+  std::atomic<uint64_t> steals{0};
+  std::atomic<uint64_t> fiber_parks{0};
+  std::atomic<uint64_t> fiber_wakes{0};
+  std::atomic<uint64_t> idle_sleeps{0};
+  std::atomic<uint64_t> idle_wakeups{0};
+  std::atomic<uint64_t> fibers_run{0};  // distinct dispatches from a queue
+};
+
+// count() adds one to a counter only its owner writes: no locked instruction.
+inline void count(std::atomic<uint64_t>& c) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+// The scheduler context of a VProc: the activation's own stack.
+struct SchedulerContext final : FiberCtl {
+  void invoke() override {}
+};
+
+class VProc {
+ public:
+  VProc(RuntimeCore& core, int index, std::size_t stack_size);
+  VProc(const VProc&) = delete;
+  VProc& operator=(const VProc&) = delete;
+
+  // loop() runs the scheduler until the runtime stops; on the activation.
+  void loop() noexcept;
+
+  // pick_local() returns the next fiber to run from this VProc's own queues
+  // (and, now and then, expired timers and the global queue), ready to
+  // switch to (its stack prepared), or null. Never blocks.
+  FiberCtl* pick_local() noexcept;
+
+  // switch_from() switches the running fiber `self` to the next local fiber,
+  // or to the scheduler loop, running `action` on the far side. Returns when
+  // `self` is resumed, perhaps on another VProc.
+  void switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_dies = false) noexcept;
+
+  // has_work() is the final check of the idle protocol (step 2).
+  bool has_work() const noexcept;
+
+  StackBounds bounds_of(const FiberCtl* f) const noexcept;
+
+  RuntimeCore& core;
+  const int index;
+  FiberCtl* current = nullptr;  // the fiber running here; &sched in the loop
+  SchedulerContext sched;
+  StackBounds sched_stack;
+  RunQueue runq;
+  Inbox inbox;
+  TimerHeap timers;
+  StackCache stacks;
+  std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
+  std::vector<int> steal_order;
+  VProcCounters counters;
+
+ private:
+  FiberCtl* find_runnable() noexcept;
+  FiberCtl* take(FiberCtl* f) noexcept;  // found work: stop searching
+  FiberCtl* prepare(FiberCtl* f) noexcept;
+  FiberCtl* steal() noexcept;
+  void sleep() noexcept;
+  void end_sleep() noexcept;
+
+  bool searching_ = false;
+  uint32_t tick_ = 0;
+  uint32_t steal_start_ = 0;
+};
+
+// current_vproc() is the VProc the calling kernel thread runs, or null
+// outside the runtime. Not inlined: a fiber may resume on another thread, and
+// a cached thread-local address would then point at the old one.
+VProc* current_vproc() noexcept;
+
+}  // namespace sa::detail

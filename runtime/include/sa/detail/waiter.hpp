@@ -1,0 +1,99 @@
+#pragma once
+// Waiter and WaitList: how a fiber, or a kernel thread outside the runtime,
+// waits on a synchronisation object.
+//
+// A Waiter lives on the waiting side's stack. Whoever moves its `state` from
+// Waiting to Notified or TimedOut with one CAS (try_wake) owns the wake-up: it
+// readies the fiber, or futex-wakes the thread. A notifier and a timer may race
+// for the same waiter; exactly one wins, and a notifier that loses moves on to
+// the next waiter so no notification is lost.
+//
+// Park protocol (fiber side), the pattern of Go's gopark(unlockf):
+//   1. Lock the object's SpinLock, check the condition, link the Waiter.
+//   2. park(w, lock, deadline): arm a timer on this VProc if there is a
+//      deadline, switch away; the lock is released only after the fiber's
+//      context is saved, on the far side of the switch.
+//   3. A waker takes the lock, unlinks the Waiter, try_wake()s it; the fiber
+//      can only be readied after step 2 completed, because the waker needed
+//      the lock that step 2 released last.
+//   4. The fiber resumes, disarms its timer and, if it timed out, relocks and
+//      unlinks itself if still linked.
+
+#include <atomic>
+#include <cstdint>
+
+#include <sa/detail/fiber_ctl.hpp>
+
+namespace sa::detail {
+
+enum class WaitState : uint32_t {
+  Waiting,   // linked in a wait list or about to be; nobody has woken it
+  Notified,  // a notifier won the wake-up
+  TimedOut,  // the deadline won
+};
+
+// current_fiber() is the fiber running on the calling thread, or null.
+FiberCtl* current_fiber() noexcept;
+
+struct Waiter {
+  Waiter() noexcept : fiber(current_fiber()) {}
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  std::atomic<uint32_t> state{static_cast<uint32_t>(WaitState::Waiting)};
+  FiberCtl* fiber;            // the waiting fiber; null: a kernel thread outside the runtime
+  Waiter* next = nullptr;     // WaitList hooks, guarded by the owner's lock
+  Waiter* prev = nullptr;
+  bool linked = false;
+  void* slot = nullptr;       // payload for the object (Channel: where a value goes)
+  uint64_t tag = 0;           // payload for the object (Semaphore: permits wanted)
+
+  WaitState load() const noexcept { return static_cast<WaitState>(state.load(std::memory_order_acquire)); }
+};
+
+// try_wake() moves `w` from Waiting to `how` and readies its fiber or wakes
+// its thread; false if someone else already did. Never blocks.
+bool try_wake(Waiter* w, WaitState how = WaitState::Notified) noexcept;
+
+// An intrusive FIFO of Waiters; the owner's lock guards every call.
+class WaitList {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  Waiter* front() const noexcept { return head_; }
+  void push_back(Waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_) tail_->next = w; else head_ = w;
+    tail_ = w;
+    w->linked = true;
+  }
+  Waiter* pop_front() noexcept {
+    Waiter* w = head_;
+    if (w) remove(w);
+    return w;
+  }
+  void remove(Waiter* w) noexcept {
+    if (w->prev) w->prev->next = w->next; else head_ = w->next;
+    if (w->next) w->next->prev = w->prev; else tail_ = w->prev;
+    w->next = w->prev = nullptr;
+    w->linked = false;
+  }
+  // wake_one() wakes the first waiter that is still waiting; false if none.
+  bool wake_one() noexcept {
+    while (Waiter* w = pop_front())
+      if (try_wake(w)) return true;
+    return false;
+  }
+  // wake_all() wakes every waiter; returns how many it woke.
+  int wake_all() noexcept {
+    int n = 0;
+    while (Waiter* w = pop_front()) n += try_wake(w) ? 1 : 0;
+    return n;
+  }
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+};
+
+}  // namespace sa::detail

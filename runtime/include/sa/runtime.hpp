@@ -1,0 +1,109 @@
+#pragma once
+// sa::Runtime: the handle that owns the VProcs, their activations and every
+// fiber's resources. There is no hidden global runtime: fibers reach theirs
+// through the VProc that runs them; other threads use this handle.
+//
+// Life cycle: the constructor starts one VProc per CPU (each pinned, on an
+// activation from the kernel shim); they sleep until there is work. run(main)
+// runs a main fiber and returns when it ends. The destructor stops the VProcs
+// and joins their activations. Fibers still alive then (parked forever, or
+// never joined and still running) are a programming error: the destructor
+// waits briefly for fibers that are finishing, then prints how many are alive
+// and aborts, rather than hang or free stacks that are in use.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <sa/fiber.hpp>
+
+namespace sa {
+
+namespace detail {
+class RuntimeCore;
+}
+
+enum class ShimMode {
+  off,  // plain M:N: one kernel thread per VProc, no upcalls (the baseline)
+  on,   // scheduler activations: blocked fibers do not cost their processor
+};
+
+struct Options {
+  // Number of VProcs; 0 = one per CPU in the process's affinity mask (cpuset).
+  // More than that is allowed (they share CPUs round-robin; useful in tests).
+  int vprocs = 0;
+  ShimMode shim = ShimMode::off;
+  // Pin each VProc's activation to one CPU.
+  bool pin = true;
+  // Usable bytes per fiber stack (a guard page is added below).
+  std::size_t stack_size = 128 * 1024;
+};
+
+// Counters of one VProc since the runtime started.
+struct VProcStats {
+  int cpu = -1;               // CPU it is pinned to, -1 if not pinned
+  uint64_t switches = 0;      // context switches into a fiber or the loop
+  uint64_t spawns = 0;        // fibers spawned by fibers running here
+  uint64_t steals = 0;        // fibers taken from other VProcs' run queues
+  uint64_t fibers_run = 0;    // fibers taken from a queue and run
+  uint64_t fiber_parks = 0;   // fibers that waited (sync, sleep, join)
+  uint64_t fiber_wakes = 0;   // fibers readied onto this VProc
+  uint64_t idle_sleeps = 0;   // times the VProc slept in the kernel
+  uint64_t idle_wakeups = 0;  // times it was woken for new work
+};
+
+struct Stats {
+  std::vector<VProcStats> vprocs;
+  uint64_t fibers_spawned = 0;
+  int64_t fibers_live = 0;  // spawned and not finished
+  // total() sums the counters over the VProcs.
+  VProcStats total() const noexcept;
+};
+
+class Runtime {
+ public:
+  // Starts the VProcs. Throws std::invalid_argument for bad options,
+  // std::system_error when a thread, a mapping or hwloc fails, and
+  // std::system_error(ENOTSUP) for ShimMode::on until the kernel shim's
+  // blocking detection exists.
+  explicit Runtime(Options options = {});
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+  ~Runtime();
+
+  // run() runs `main` as a fiber and returns when it ends, rethrowing what
+  // it threw. Blocks the calling kernel thread, which must not be a fiber
+  // (std::logic_error).
+  template <class F>
+  void run(F&& main) {
+    check_outside("sa::Runtime::run");
+    Fiber f = spawn(std::forward<F>(main));
+    f.join();
+  }
+
+  // spawn() starts a fiber from any thread, inside the runtime or not.
+  // Never blocks.
+  template <class F, class... A>
+  Fiber spawn(F&& f, A&&... args) {
+    return spawn(SpawnOptions{}, std::forward<F>(f), std::forward<A>(args)...);
+  }
+  template <class F, class... A>
+  Fiber spawn(SpawnOptions options, F&& f, A&&... args) {
+    return detail::wrap(
+        detail::launch(*core_, options, detail::make_fiber(std::forward<F>(f), std::forward<A>(args)...)));
+  }
+
+  // vprocs() is the number of VProcs.
+  int vprocs() const noexcept;
+  // stats() reads every VProc's counters (each one is exact, the set is not
+  // one instant). Never blocks.
+  Stats stats() const;
+
+ private:
+  static void check_outside(const char* what);
+  std::unique_ptr<detail::RuntimeCore> core_;
+};
+
+}  // namespace sa

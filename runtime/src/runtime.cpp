@@ -1,0 +1,105 @@
+// sa::Runtime and sa::this_fiber: the public face of the scheduler.
+
+#include <sa/runtime.hpp>
+#include <sa/this_fiber.hpp>
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include <sa/detail/runtime_core.hpp>
+
+namespace sa {
+
+namespace {
+
+Options validate(Options o) {
+  if (o.vprocs < 0) throw std::invalid_argument("sa::Runtime: Options::vprocs must be >= 0 (0 = one per CPU)");
+  if (o.vprocs > 1024) throw std::invalid_argument("sa::Runtime: Options::vprocs must be <= 1024");
+  if (o.stack_size < 16 * 1024) throw std::invalid_argument("sa::Runtime: Options::stack_size must be >= 16 KiB");
+  if (o.shim == ShimMode::on)
+    throw std::system_error(ENOTSUP, std::generic_category(),
+                            "sa::Runtime: ShimMode::on needs the kernel shim's blocking detection, "
+                            "which is not built yet; use ShimMode::off");
+  return o;
+}
+
+}  // namespace
+
+Runtime::Runtime(Options options) : core_(std::make_unique<detail::RuntimeCore>(validate(options))) {}
+
+Runtime::~Runtime() = default;
+
+void Runtime::check_outside(const char* what) {
+  if (detail::current_vproc())
+    throw std::logic_error(std::string(what) + " called from inside a runtime; call it from a plain thread");
+}
+
+int Runtime::vprocs() const noexcept { return core_->size(); }
+
+VProcStats Stats::total() const noexcept {
+  VProcStats t;
+  for (const VProcStats& v : vprocs) {
+    t.switches += v.switches;
+    t.spawns += v.spawns;
+    t.steals += v.steals;
+    t.fibers_run += v.fibers_run;
+    t.fiber_parks += v.fiber_parks;
+    t.fiber_wakes += v.fiber_wakes;
+    t.idle_sleeps += v.idle_sleeps;
+    t.idle_wakeups += v.idle_wakeups;
+  }
+  return t;
+}
+
+Stats Runtime::stats() const {
+  Stats s;
+  auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  for (int i = 0; i < core_->size(); ++i) {
+    const detail::VProc& v = core_->vproc(i);
+    const detail::VProcCounters& c = v.counters;
+    s.vprocs.push_back(VProcStats{
+        .cpu = core_->shim().cpu_of(i),
+        .switches = get(c.switches),
+        .spawns = get(c.spawns),
+        .steals = get(c.steals),
+        .fibers_run = get(c.fibers_run),
+        .fiber_parks = get(c.fiber_parks),
+        .fiber_wakes = get(c.fiber_wakes),
+        .idle_sleeps = get(c.idle_sleeps),
+        .idle_wakeups = get(c.idle_wakeups),
+    });
+  }
+  s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
+  s.fibers_live = core_->live.load(std::memory_order_relaxed);
+  return s;
+}
+
+namespace this_fiber {
+
+void yield() noexcept { detail::yield(); }
+
+void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
+  if (!detail::current_fiber()) {
+    std::this_thread::sleep_until(deadline);
+    return;
+  }
+  detail::Waiter w;  // linked nowhere: only the timer can wake it
+  detail::park(w, nullptr, detail::to_ns(deadline));
+}
+
+FiberId id() noexcept {
+  detail::FiberCtl* f = detail::current_fiber();
+  return f ? f->id : 0;
+}
+
+int vproc() noexcept {
+  detail::VProc* vp = detail::current_vproc();
+  return vp ? vp->index : -1;
+}
+
+}  // namespace this_fiber
+
+}  // namespace sa

@@ -1,0 +1,181 @@
+// RuntimeCore: start-up, the waker side of the idle protocol, shutdown.
+
+#include <sa/detail/runtime_core.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+#include <sa/runtime.hpp>
+
+namespace sa::detail {
+
+namespace {
+void install_overflow_handler();
+}
+
+RuntimeCore::RuntimeCore(const Options& options) {
+  shim::Topology topo = shim::Topology::discover();
+  const int n = options.vprocs > 0 ? options.vprocs : static_cast<int>(topo.cpus().size());
+  vprocs_.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) vprocs_.push_back(std::make_unique<VProc>(*this, i, options.stack_size));
+  auto order = topo.steal_order(n);
+  for (int i = 0; i < n; ++i) vprocs_[static_cast<size_t>(i)]->steal_order = std::move(order[static_cast<size_t>(i)]);
+
+  install_overflow_handler();
+  shim_ = std::make_unique<shim::Shim>(shim::ShimOptions{.processors = n, .pin = options.pin, .cpus = topo.cpus()},
+                                       *this);
+  try {
+    shim_->start();
+  } catch (...) {
+    stop();
+    shim_->join();
+    throw;
+  }
+}
+
+RuntimeCore::~RuntimeCore() {
+  VProc* vp = current_vproc();
+  if (vp && &vp->core == this) {
+    std::fprintf(stderr, "sa: a Runtime was destroyed by one of its own fibers (fiber %llu)\n",
+                 static_cast<unsigned long long>(vp->current->id));
+    std::abort();
+  }
+  // Fibers that are finishing (their joiner already woke) get a moment.
+  for (int i = 0; i < 500 && live.load(std::memory_order_acquire) > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (int64_t n = live.load(std::memory_order_acquire); n > 0) {
+    std::fprintf(stderr,
+                 "sa: Runtime destroyed while %lld fiber(s) are still alive (parked or running); "
+                 "join them, or let them return, before the Runtime goes out of scope\n",
+                 static_cast<long long>(n));
+    std::abort();
+  }
+  stop();
+  shim_->join();
+}
+
+void RuntimeCore::processor_added(int vp) noexcept {
+  VProc& v = vproc(vp);
+  set_current_vproc(&v);
+  v.loop();
+  set_current_vproc(nullptr);
+}
+
+void RuntimeCore::start(FiberCtl* f) noexcept {
+  VProc* vp = current_vproc();
+  if (f->home) {
+    f->home->inbox.push(f);
+    if (f->home != vp) wake_vproc(*f->home);
+    return;
+  }
+  if (vp && &vp->core == this) vp->runq.push_next(f, global);
+  else global.push(f);
+  wake_idle();
+}
+
+bool RuntimeCore::claim(VProc& v) noexcept {
+  uint32_t expected = static_cast<uint32_t>(IdleState::Sleeping);
+  if (v.idle.load(std::memory_order_relaxed) != expected) return false;
+  if (!v.idle.compare_exchange_strong(expected, static_cast<uint32_t>(IdleState::Notified), std::memory_order_seq_cst))
+    return false;
+  // Counted only after the claim succeeded: a count above the truth could
+  // make a producer skip a wake-up (W2); one below it only costs an extra
+  // wake-up. The claimed VProc decrements nsearching when it finds work.
+  nsleeping.fetch_sub(1, std::memory_order_seq_cst);
+  nsearching.fetch_add(1, std::memory_order_seq_cst);
+  shim_->wake_processor(v.index, v.idle);
+  return true;
+}
+
+void RuntimeCore::wake_idle() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // W1
+  if (nsearching.load(std::memory_order_seq_cst) > 0) return;  // W2
+  if (nsleeping.load(std::memory_order_seq_cst) <= 0) return;
+  const uint32_t n = static_cast<uint32_t>(vprocs_.size());
+  const uint32_t first = wake_start_.fetch_add(1, std::memory_order_relaxed);
+  for (uint32_t i = 0; i < n; ++i)  // W3
+    if (claim(*vprocs_[(first + i) % n])) return;
+}
+
+void RuntimeCore::wake_vproc(VProc& v) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  claim(v);
+}
+
+void RuntimeCore::stop() noexcept {
+  stopping_.store(true, std::memory_order_seq_cst);
+  for (auto& v : vprocs_) claim(*v);
+}
+
+// ---------------------------------------------------------------------------
+// Stack overflow: a fault on a fiber's guard page is reported, on the
+// activation's alternate signal stack, as "stack overflow in fiber <id>".
+
+namespace {
+
+struct sigaction g_previous_segv;
+
+void write_str(const char* s) noexcept {
+  size_t n = 0;
+  while (s[n]) ++n;
+  [[maybe_unused]] auto r = ::write(2, s, n);
+}
+
+void write_u64(uint64_t v) noexcept {
+  char buf[24];
+  int i = sizeof buf;
+  buf[--i] = '\0';
+  do {
+    buf[--i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v && i > 0);
+  write_str(buf + i);
+}
+
+void on_segv(int sig, siginfo_t* info, void* uctx) {
+  VProc* vp = current_vproc();
+  FiberCtl* f = vp ? vp->current : nullptr;
+  if (f && f->stack.base) {
+    auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+    auto guard = reinterpret_cast<uintptr_t>(f->stack.base);
+    if (addr >= guard && addr < guard + StackCache::page_size()) {
+      write_str("sa: stack overflow in fiber ");
+      write_u64(f->id);
+      write_str(" (stack of ");
+      write_u64(f->stack.size - StackCache::page_size());
+      write_str(" bytes; raise sa::Options::stack_size)\n");
+      std::abort();
+    }
+  }
+  // Not a guard page: hand the fault to whoever handled SIGSEGV before us.
+  if (g_previous_segv.sa_flags & SA_SIGINFO) {
+    if (g_previous_segv.sa_sigaction) {
+      g_previous_segv.sa_sigaction(sig, info, uctx);
+      return;
+    }
+  } else if (g_previous_segv.sa_handler != SIG_DFL && g_previous_segv.sa_handler != SIG_IGN) {
+    g_previous_segv.sa_handler(sig);
+    return;
+  }
+  // Default action: restore it; returning re-executes the faulting access.
+  signal(SIGSEGV, SIG_DFL);
+}
+
+void install_overflow_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = &on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGSEGV, &sa, &g_previous_segv);
+  });
+}
+
+}  // namespace
+
+}  // namespace sa::detail

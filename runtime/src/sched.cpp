@@ -1,0 +1,139 @@
+// The scheduler entry points: ready, park, yield, and a fiber's first and
+// last moments (fiber_entry, the post-switch actions).
+
+#include <sa/detail/runtime_core.hpp>
+
+#include <sched.h>
+
+namespace sa::detail {
+
+namespace {
+
+// Post-switch actions (context.hpp): run on the far side of a switch.
+
+// post_yield: the fiber that yielded joins the back of its VProc's queue.
+void post_yield(FiberCtl* prev, void*) noexcept {
+  VProc* vp = current_vproc();
+  if (prev->home) prev->home->inbox.push(prev);  // home is this VProc
+  else vp->runq.push(prev, vp->core.global);
+}
+
+// post_unlock: the fiber that parked is saved; now wakers may find it.
+void post_unlock(FiberCtl*, void* lock) noexcept { static_cast<SpinLock*>(lock)->unlock(); }
+
+// post_exit: the fiber that finished gives its stack back and is retired.
+void post_exit(FiberCtl* prev, void*) noexcept {
+  VProc* vp = current_vproc();
+#if defined(SA_TSAN)
+  __tsan_destroy_fiber(prev->tsan_fiber);
+  prev->tsan_fiber = nullptr;
+#endif
+  vp->stacks.put(prev->stack);
+  prev->stack = Stack{};
+  retire(prev, FiberState::Running);
+}
+
+// park_thread: park() for a kernel thread outside the runtime.
+WaitState park_thread(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  if (lock) lock->unlock();
+  const auto deadline = to_time_point(deadline_ns);
+  for (;;) {
+    uint32_t s = w.state.load(std::memory_order_acquire);
+    if (s != static_cast<uint32_t>(WaitState::Waiting)) return static_cast<WaitState>(s);
+    if (!shim::futex_wait(w.state, s, deadline)) {
+      // Timed out: race the notifiers for the wake-up.
+      if (w.state.compare_exchange_strong(s, static_cast<uint32_t>(WaitState::TimedOut), std::memory_order_acq_rel))
+        return WaitState::TimedOut;
+      return static_cast<WaitState>(s);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t to_ns(std::chrono::steady_clock::time_point tp) noexcept {
+  if (tp == std::chrono::steady_clock::time_point::max()) return TimerHeap::kNever;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(tp.time_since_epoch()).count();
+}
+
+bool try_wake(Waiter* w, WaitState how) noexcept {
+  // Read the fiber first: once the CAS succeeds, a thread waiter may return
+  // and its Waiter go away. (The futex_wake below may then hit a dead stack
+  // word: at worst a spurious wake-up, which every futex waiter tolerates.)
+  FiberCtl* f = w->fiber;
+  uint32_t expected = static_cast<uint32_t>(WaitState::Waiting);
+  // acq_rel: the woken side sees what the waker did before; the waker sees
+  // the waiter's setup.
+  if (!w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel))
+    return false;
+  if (f) ready(f);
+  else shim::futex_wake(w->state, 1);
+  return true;
+}
+
+void ready(FiberCtl* f) noexcept {
+  f->set_state(FiberState::Parked, FiberState::Ready);
+  RuntimeCore& core = *f->core;
+  VProc* vp = current_vproc();
+  if (f->home) {
+    f->home->inbox.push(f);
+    if (f->home != vp) core.wake_vproc(*f->home);
+    return;
+  }
+  if (vp && &vp->core == &core) {
+    vp->runq.push_next(f, core.global);
+    count(vp->counters.fiber_wakes);
+  } else {
+    core.global.push(f);
+  }
+  core.wake_idle();
+}
+
+WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  VProc* vp = current_vproc();
+  if (!vp || vp->current == &vp->sched) return park_thread(w, lock, deadline_ns);
+  FiberCtl* self = vp->current;
+  TimerNode timer;
+  if (deadline_ns != TimerHeap::kNever) {
+    timer.deadline = deadline_ns;
+    timer.waiter = &w;
+    vp->timers.arm(&timer);
+  }
+  self->set_state(FiberState::Running, FiberState::Parked);
+  count(vp->counters.fiber_parks);
+  vp->switch_from(self, lock ? &post_unlock : nullptr, lock);
+  // Resumed, perhaps on another VProc: `vp` is stale.
+  if (timer.heap) timer.heap->disarm(&timer);
+  return w.load();
+}
+
+void yield() noexcept {
+  VProc* vp = current_vproc();
+  if (!vp || vp->current == &vp->sched) {
+    ::sched_yield();
+    return;
+  }
+  FiberCtl* self = vp->current;
+  FiberCtl* next = vp->pick_local();
+  if (!next) return;  // nobody else is ready here
+  self->set_state(FiberState::Running, FiberState::Ready);
+  vp->current = next;
+  count(vp->counters.switches);
+  jump(self, next, vp->bounds_of(next), &post_yield, nullptr);
+}
+
+void fiber_entry(bctx::transfer_t t) noexcept {
+  sanitizer_enter(nullptr);
+  complete_switch(t);
+  FiberCtl* self = current_vproc()->current;
+  try {
+    self->invoke();
+  } catch (...) {
+    self->error = std::current_exception();
+  }
+  complete(self);
+  current_vproc()->switch_from(self, &post_exit, nullptr, /*self_dies=*/true);
+  __builtin_unreachable();
+}
+
+}  // namespace sa::detail

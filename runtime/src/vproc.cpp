@@ -1,0 +1,211 @@
+// VProc: the scheduler loop, local picking, stealing and the idle protocol
+// (see the design comment in vproc.hpp).
+
+#include <sa/detail/runtime_core.hpp>
+
+#include <pthread.h>
+
+namespace sa::detail {
+
+namespace {
+
+thread_local VProc* tl_vproc = nullptr;
+
+// Every kGlobalEvery-th local pick looks at the global queue and the timers
+// first, so neither starves behind fibers that keep handing off locally.
+constexpr uint32_t kGlobalEvery = 61;
+// Every kSkipNextEvery-th pick takes the head of the run queue before the
+// `next` slot, so two fibers waking each other cannot starve the rest.
+constexpr uint32_t kSkipNextEvery = 32;
+// How long a VProc with nothing to do searches (steals) before sleeping.
+constexpr int64_t kSearchNs = 20'000;
+
+}  // namespace
+
+__attribute__((noinline, noipa)) VProc* current_vproc() noexcept { return tl_vproc; }
+
+__attribute__((noinline, noipa)) void set_current_vproc(VProc* vp) noexcept { tl_vproc = vp; }
+
+FiberCtl* current_fiber() noexcept {
+  VProc* vp = current_vproc();
+  if (!vp || vp->current == &vp->sched) return nullptr;
+  return vp->current;
+}
+
+VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 64) {}
+
+StackBounds VProc::bounds_of(const FiberCtl* f) const noexcept {
+  if (f == &sched) return sched_stack;
+  const std::size_t page = StackCache::page_size();
+  return StackBounds{static_cast<char*>(f->stack.base) + page, f->stack.size - page};
+}
+
+void VProc::loop() noexcept {
+#if defined(SA_ASAN)
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr = nullptr;
+    std::size_t size = 0;
+    pthread_attr_getstack(&attr, &addr, &size);
+    sched_stack = StackBounds{addr, size};
+    pthread_attr_destroy(&attr);
+  }
+#endif
+#if defined(SA_TSAN)
+  sched.tsan_fiber = __tsan_get_current_fiber();
+#endif
+  sched.state.store(FiberState::Running, std::memory_order_relaxed);
+  current = &sched;
+  while (FiberCtl* f = find_runnable()) {
+    current = f;
+    count(counters.switches);
+    jump(&sched, f, bounds_of(f), nullptr, nullptr);
+    // Back on the activation's stack: `this` is still our VProc (the loop
+    // context never migrates); the fiber that came here ran its action.
+  }
+}
+
+FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
+  count(counters.fibers_run);
+  if (f->ctx) {
+    f->set_state(FiberState::Ready, FiberState::Running);
+    return f;
+  }
+  // First run: give the fiber a stack now.
+  try {
+    f->stack = stacks.get();
+  } catch (...) {
+    f->error = std::current_exception();
+    fail_unstarted(f);
+    return nullptr;
+  }
+  const std::size_t page = StackCache::page_size();
+  f->ctx = bctx::make_fcontext(static_cast<char*>(f->stack.base) + f->stack.size, f->stack.size - page, &fiber_entry);
+#if defined(SA_TSAN)
+  f->tsan_fiber = __tsan_create_fiber(0);
+#endif
+  f->set_state(FiberState::New, FiberState::Running);
+  return f;
+}
+
+FiberCtl* VProc::pick_local() noexcept {
+  for (;;) {
+    FiberCtl* f = nullptr;
+    const uint32_t tick = ++tick_;
+    if (tick % kGlobalEvery == 0) {
+      if (!timers.empty()) timers.fire_expired(now_ns());
+      f = core.global.pop();
+    }
+    if (!f) f = inbox.pop();
+    if (!f) f = runq.pop(tick % kSkipNextEvery == 0);
+    if (!f) return nullptr;
+    if ((f = prepare(f))) return f;
+  }
+}
+
+void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_dies) noexcept {
+  FiberCtl* next = pick_local();
+  if (!next) next = &sched;
+  current = next;
+  count(counters.switches);
+  jump(self, next, bounds_of(next), action, arg, self_dies);
+  // `this` may be another thread's VProc now: touch nothing.
+}
+
+FiberCtl* VProc::steal() noexcept {
+  for (int v : steal_order) {
+    if (FiberCtl* f = core.vproc(v).runq.steal_into(runq)) {
+      count(counters.steals);
+      return f;
+    }
+  }
+  return nullptr;
+}
+
+FiberCtl* VProc::take(FiberCtl* f) noexcept {
+  if (searching_) {
+    searching_ = false;
+    // The last searcher to find work wakes a sleeper, in case there is more.
+    if (core.nsearching.fetch_sub(1, std::memory_order_seq_cst) == 1) core.wake_idle();
+  }
+  return prepare(f);
+}
+
+FiberCtl* VProc::find_runnable() noexcept {
+  for (;;) {
+    if (core.stopping()) {
+      if (searching_) {
+        searching_ = false;
+        core.nsearching.fetch_sub(1, std::memory_order_seq_cst);
+      }
+      return nullptr;
+    }
+    if (!timers.empty()) timers.fire_expired(now_ns());
+    FiberCtl* f = inbox.pop();
+    if (!f) f = runq.pop();
+    if (!f) f = core.global.pop();
+    if (!f) {
+      if (!searching_) {
+        searching_ = true;
+        core.nsearching.fetch_add(1, std::memory_order_seq_cst);
+      }
+      const int64_t until = now_ns() + kSearchNs;
+      for (;;) {
+        if ((f = steal()) || (f = core.global.pop()) || (f = inbox.pop())) break;
+        const int64_t now = now_ns();
+        if (now >= until || timers.next_deadline() <= now || core.stopping()) break;
+        for (int i = 0; i < 32; ++i) SA_CPU_RELAX();
+      }
+    }
+    if (f) {
+      if ((f = take(f))) return f;
+      continue;
+    }
+    if (timers.next_deadline() <= now_ns()) continue;
+    sleep();
+  }
+}
+
+bool VProc::has_work() const noexcept {
+  if (!inbox.empty() || !runq.empty() || !core.global.empty()) return true;
+  if (timers.next_deadline() <= now_ns()) return true;
+  for (int v : steal_order)
+    if (!core.vproc(v).runq.empty()) return true;
+  return false;
+}
+
+void VProc::sleep() noexcept {
+  // Step 1.
+  idle.store(static_cast<uint32_t>(IdleState::Sleeping), std::memory_order_seq_cst);
+  core.nsleeping.fetch_add(1, std::memory_order_seq_cst);
+  if (searching_) {
+    searching_ = false;
+    core.nsearching.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Steps 2 and 3.
+  if (core.stopping() || has_work()) {
+    end_sleep();
+    return;
+  }
+  // Step 4.
+  count(counters.idle_sleeps);
+  core.shim().this_processor_is_idle(index, idle, static_cast<uint32_t>(IdleState::Sleeping),
+                                     to_time_point(timers.next_deadline()));
+  end_sleep();
+}
+
+void VProc::end_sleep() noexcept {
+  uint32_t expected = static_cast<uint32_t>(IdleState::Sleeping);
+  if (idle.compare_exchange_strong(expected, static_cast<uint32_t>(IdleState::Awake), std::memory_order_seq_cst)) {
+    core.nsleeping.fetch_sub(1, std::memory_order_seq_cst);
+    return;
+  }
+  // A waker claimed us (W3): it took us off nsleeping and counted us among
+  // the searchers.
+  idle.store(static_cast<uint32_t>(IdleState::Awake), std::memory_order_relaxed);
+  searching_ = true;
+  count(counters.idle_wakeups);
+}
+
+}  // namespace sa::detail
