@@ -88,6 +88,10 @@ void fls_set(std::size_t key, void* value, void (*destroy)(void*)) {
 
 void complete(FiberCtl* f) noexcept {
   fls_destroy(f);
+  // The fiber's own code is over: it no longer counts as alive. (What is
+  // left, the switch away and post_exit, ends before the VProc's activation
+  // can exit, which the runtime's shutdown waits for.)
+  f->core->live.fetch_sub(1, std::memory_order_release);
   f->join_lock.lock();
   f->done.store(1, std::memory_order_release);
   Waiter* joiner = std::exchange(f->joiner, nullptr);
@@ -98,11 +102,8 @@ void complete(FiberCtl* f) noexcept {
 }
 
 void retire(FiberCtl* f, FiberState from) noexcept {
-  RuntimeCore& core = *f->core;
   f->set_state(from, FiberState::Done);
   release_ref(f);
-  // Last: once `live` reaches 0 the runtime may shut down.
-  core.live.fetch_sub(1, std::memory_order_release);
 }
 
 void fail_unstarted(FiberCtl* f) noexcept {

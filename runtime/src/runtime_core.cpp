@@ -44,7 +44,8 @@ RuntimeCore::~RuntimeCore() {
                  static_cast<unsigned long long>(vp->current->id));
     std::abort();
   }
-  // Fibers that are finishing (their joiner already woke) get a moment.
+  // Detached fibers that are finishing (their last wg.done() already
+  // released the main fiber) get a moment.
   for (int i = 0; i < 500 && live.load(std::memory_order_acquire) > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (int64_t n = live.load(std::memory_order_acquire); n > 0) {

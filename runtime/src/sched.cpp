@@ -66,12 +66,14 @@ bool try_wake(Waiter* w, WaitState how) noexcept {
   // the waiter's setup.
   if (!w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel))
     return false;
-  if (f) ready(f);
+  // A timeout joins the back of the queue, so expired timers run in
+  // deadline order; a notification runs next, for locality.
+  if (f) ready(f, how != WaitState::TimedOut);
   else shim::futex_wake(w->state, 1);
   return true;
 }
 
-void ready(FiberCtl* f) noexcept {
+void ready(FiberCtl* f, bool run_next) noexcept {
   f->set_state(FiberState::Parked, FiberState::Ready);
   RuntimeCore& core = *f->core;
   VProc* vp = current_vproc();
@@ -81,7 +83,8 @@ void ready(FiberCtl* f) noexcept {
     return;
   }
   if (vp && &vp->core == &core) {
-    vp->runq.push_next(f, core.global);
+    if (run_next) vp->runq.push_next(f, core.global);
+    else vp->runq.push(f, core.global);
     count(vp->counters.fiber_wakes);
   } else {
     core.global.push(f);

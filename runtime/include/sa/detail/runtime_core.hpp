@@ -76,9 +76,9 @@ inline std::chrono::steady_clock::time_point to_time_point(int64_t ns) noexcept 
 }
 
 // ready() makes parked fiber `f` runnable: on its home VProc if bound, else on
-// the calling VProc's run queue (it runs next), else on the global queue.
-// Any thread; never blocks.
-void ready(FiberCtl* f) noexcept;
+// the calling VProc's run queue (next if `run_next`, else at the back), else
+// on the global queue. Any thread; never blocks.
+void ready(FiberCtl* f, bool run_next = true) noexcept;
 
 // park() waits until `w` is woken (try_wake) or `deadline_ns` passes
 // (TimerHeap::kNever: no deadline) and returns how it ended. `lock`, if

@@ -1,0 +1,182 @@
+#pragma once
+// sa::Channel<T>: a FIFO channel between fibers (and threads), after Go's.
+//
+//   Channel<T> ch{0};                  // rendezvous: send waits for a receiver
+//   Channel<T> ch{64};                 // bounded: send waits while 64 are queued
+//   Channel<T> ch{Channel<T>::unbounded};  // send never waits
+//
+// recv() returns an empty optional once the channel is closed and drained;
+// send() on a closed channel throws sa::ChannelClosed (EPIPE). close() wakes
+// every waiter and is idempotent.
+//
+// Implementation: one SpinLock guards the buffer and two WaitLists (senders,
+// receivers). A value goes straight from a sender to a parked receiver's slot
+// and from a parked sender into the buffer (or to the receiver, unbuffered),
+// as in Go's runtime/chan.go, so FIFO order holds across parking. The waker
+// fills the slot under the lock and wakes after releasing it. Channel waits
+// have no deadline, so a dequeued waiter is always woken by whoever dequeued
+// it. T's move constructor must not throw (it runs under the lock).
+
+#include <cerrno>
+#include <cstddef>
+#include <deque>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <sa/detail/runtime_core.hpp>
+#include <sa/detail/waiter.hpp>
+
+namespace sa {
+
+class ChannelClosed : public std::system_error {
+ public:
+  ChannelClosed() : std::system_error(EPIPE, std::generic_category(), "sa::Channel: send on a closed channel") {}
+};
+
+template <class T>
+class Channel {
+  static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_move_assignable_v<T>,
+                "sa::Channel<T> needs a T whose moves do not throw");
+
+ public:
+  static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+
+  // A channel holding up to `capacity` values (0: rendezvous).
+  explicit Channel(std::size_t capacity = 0) : cap_(capacity) {}
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // send() delivers `v`, parking the fiber while the channel is full (or, if
+  // unbuffered, until a receiver takes it). Throws ChannelClosed.
+  void send(T v) {
+    lock_.lock();
+    if (closed_) {
+      lock_.unlock();
+      throw ChannelClosed();
+    }
+    if (deliver_locked(v)) return;
+    detail::Waiter w;
+    w.slot = &v;
+    w.tag = 0;  // a receiver sets 1 when it took the value
+    senders_.push_back(&w);
+    detail::park(w, &lock_, detail::TimerHeap::kNever);
+    if (w.tag == 0) throw ChannelClosed();
+  }
+
+  // try_send() delivers `v` if that needs no wait and returns true; else
+  // returns false and leaves `v` as it was. Never blocks. Throws ChannelClosed.
+  bool try_send(T& v) {
+    lock_.lock();
+    if (closed_) {
+      lock_.unlock();
+      throw ChannelClosed();
+    }
+    if (deliver_locked(v)) return true;
+    lock_.unlock();
+    return false;
+  }
+  bool try_send(T&& v) { return try_send(v); }
+
+  // recv() takes the oldest value, parking the fiber while there is none;
+  // returns an empty optional once the channel is closed and drained.
+  std::optional<T> recv() {
+    lock_.lock();
+    if (std::optional<T> v = take_locked()) return v;
+    if (closed_) {
+      lock_.unlock();
+      return std::nullopt;
+    }
+    std::optional<T> slot;
+    detail::Waiter w;
+    w.slot = &slot;
+    receivers_.push_back(&w);
+    detail::park(w, &lock_, detail::TimerHeap::kNever);
+    return slot;  // empty if woken by close()
+  }
+
+  // try_recv() takes a value if one is ready; never blocks.
+  std::optional<T> try_recv() {
+    lock_.lock();
+    if (std::optional<T> v = take_locked()) return v;
+    lock_.unlock();
+    return std::nullopt;
+  }
+
+  // close() refuses further sends and wakes every waiter; never blocks.
+  void close() noexcept {
+    lock_.lock();
+    closed_ = true;
+    detail::WaitList receivers = std::exchange(receivers_, {});
+    detail::WaitList senders = std::exchange(senders_, {});
+    lock_.unlock();
+    receivers.wake_all();  // their slots stay empty
+    senders.wake_all();    // their tags stay 0
+  }
+
+  bool closed() const noexcept {
+    lock_.lock();
+    bool c = closed_;
+    lock_.unlock();
+    return c;
+  }
+  std::size_t capacity() const noexcept { return cap_; }
+  // size() is the number of buffered values (a snapshot).
+  std::size_t size() const noexcept {
+    lock_.lock();
+    std::size_t n = buf_.size();
+    lock_.unlock();
+    return n;
+  }
+
+ private:
+  // deliver_locked(): with lock_ held and the channel open, hand `v` to a
+  // parked receiver or the buffer; releases lock_ and returns true if it did,
+  // keeps lock_ and returns false if the sender must wait.
+  bool deliver_locked(T& v) {
+    if (detail::Waiter* r = receivers_.pop_front()) {
+      *static_cast<std::optional<T>*>(r->slot) = std::move(v);
+      lock_.unlock();
+      detail::try_wake(r);
+      return true;
+    }
+    if (buf_.size() < cap_) {
+      buf_.push_back(std::move(v));
+      lock_.unlock();
+      return true;
+    }
+    return false;
+  }
+
+  // take_locked(): with lock_ held, take the oldest value (refilling the
+  // buffer from a parked sender); releases lock_ if it returns a value.
+  std::optional<T> take_locked() {
+    detail::Waiter* s = nullptr;
+    std::optional<T> v;
+    if (!buf_.empty()) {
+      v.emplace(std::move(buf_.front()));
+      buf_.pop_front();
+      if ((s = senders_.pop_front())) buf_.push_back(std::move(*static_cast<T*>(s->slot)));
+    } else if ((s = senders_.pop_front())) {
+      v.emplace(std::move(*static_cast<T*>(s->slot)));  // unbuffered: straight from the sender
+    } else {
+      return std::nullopt;
+    }
+    if (s) s->tag = 1;
+    lock_.unlock();
+    if (s) detail::try_wake(s);
+    return v;
+  }
+
+  const std::size_t cap_;
+  mutable detail::SpinLock lock_;
+  bool closed_ = false;
+  std::deque<T> buf_;
+  detail::WaitList senders_;
+  detail::WaitList receivers_;
+};
+
+}  // namespace sa

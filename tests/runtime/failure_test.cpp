@@ -1,0 +1,104 @@
+// Programming errors end the process with a message that names the fiber
+// and the cause. Each runs in a child process, bounded in time.
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <csignal>
+#include <stdexcept>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Recurses with a large frame until the guard page is hit.
+int deep(int n) {
+  volatile char frame[1024];
+  frame[0] = static_cast<char>(n);
+  return n == 0 ? frame[0] : deep(n - 1) + frame[0];
+}
+
+}  // namespace
+
+TEST_CASE("a stack overflow hits the guard page and is reported") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 2, .stack_size = 64 * 1024}};
+        rt.run([] {
+          sa::Fiber f = sa::spawn([] { std::printf("%d\n", deep(1'000'000)); });
+          f.join();
+        });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK(r.status == SIGABRT);
+  CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+}
+
+TEST_CASE("destroying a joinable fiber handle terminates with a message") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 1}};
+        rt.run([] { sa::Fiber f = sa::spawn([] {}); });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK_THAT(r.err, Catch::Contains("destroyed while joinable"));
+}
+
+TEST_CASE("an exception escaping a detached fiber is reported with its id") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 1}};
+        rt.run([] {
+          sa::spawn([] { throw std::runtime_error("disk on fire"); }).detach();
+          sa::this_fiber::sleep_for(1s);
+        });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK_THAT(r.err, Catch::Contains("uncaught exception in detached fiber") && Catch::Contains("disk on fire"));
+}
+
+TEST_CASE("destroying a runtime with live fibers is a clear error, not a hang") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 2}};
+        rt.run([] {
+          // Parked forever: nobody will ever send.
+          static sa::Channel<int> never{0};
+          sa::spawn([] { never.recv(); }).detach();
+          sa::this_fiber::yield();
+        });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK_THAT(r.err, Catch::Contains("1 fiber(s) are still alive"));
+}
+
+TEST_CASE("a runtime destroyed after its fibers finished exits cleanly") {
+  auto r = sa_test::run_in_child(
+      [] {
+        for (int i = 0; i < 20; ++i) {
+          sa::Runtime rt{{.vprocs = 2}};
+          rt.run([] {
+            for (int k = 0; k < 10; ++k) sa::spawn([] { sa::this_fiber::yield(); }).detach();
+          });
+        }
+      },
+      20s);
+  INFO(r.err);
+  CHECK(r.exited);
+  CHECK(r.status == 0);
+}

@@ -1,0 +1,169 @@
+// sa::Fiber handles: join, detach, ids, exceptions, arguments, binding.
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "test_support.hpp"
+
+TEST_CASE("join waits for the fiber; joinable and id follow the handle") {
+  const int vprocs = GENERATE(1, 2, 4);
+  sa::Runtime rt{{.vprocs = vprocs}};
+  rt.run([] {
+    std::atomic<bool> done{false};
+    sa::Fiber f = sa::spawn([&] {
+      sa::this_fiber::sleep_for(std::chrono::milliseconds(5));
+      done = true;
+    });
+    CHECK(f.joinable());
+    CHECK(f.id() != 0);
+    CHECK(f.id() != sa::this_fiber::id());
+    f.join();
+    CHECK(done);
+    CHECK_FALSE(f.joinable());
+    CHECK(f.id() == 0);
+  });
+}
+
+TEST_CASE("join rethrows the fiber's exception, with its type") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Fiber f = sa::spawn([] { throw std::out_of_range("index 9"); });
+    CHECK_THROWS_AS(f.join(), std::out_of_range);
+    sa::Fiber g = sa::spawn([] {
+      sa::this_fiber::yield();
+      throw 42;
+    });
+    try {
+      g.join();
+      FAIL("no exception");
+    } catch (int v) {
+      CHECK(v == 42);
+    }
+  });
+}
+
+TEST_CASE("join and detach misuse are clear errors") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    sa::Fiber empty;
+    try {
+      empty.join();
+      FAIL("join of an empty handle");
+    } catch (const std::system_error& e) {
+      CHECK(e.code().value() == EINVAL);
+    }
+    CHECK_THROWS_AS(empty.detach(), std::system_error);
+
+    // A fiber that joins itself.
+    auto self = std::make_shared<sa::Fiber>();
+    sa::Channel<int> go{1};
+    std::atomic<int> err{0};
+    *self = sa::spawn([&, self] {
+      go.recv();
+      try {
+        self->join();
+      } catch (const std::system_error& e) {
+        err = e.code().value();
+      }
+    });
+    go.send(1);
+    self->join();  // the fiber's own join failed; ours waits for it
+    CHECK(err == EDEADLK);
+  });
+}
+
+TEST_CASE("detached fibers run to completion") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::WaitGroup wg;
+    std::atomic<int> n{0};
+    for (int i = 0; i < 100; ++i) {
+      wg.add(1);
+      sa::spawn([&] {
+        sa::this_fiber::yield();
+        ++n;
+        wg.done();
+      }).detach();
+    }
+    wg.wait();
+    CHECK(n == 100);
+  });
+}
+
+TEST_CASE("spawn copies or moves its arguments like std::thread") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    std::string s = "hello";
+    auto p = std::make_unique<int>(5);
+    std::string out;
+    int got = 0;
+    sa::Fiber f = sa::spawn(
+        [&](std::string a, std::unique_ptr<int> b, int c) {
+          out = a + "!";
+          got = *b + c;
+        },
+        s, std::move(p), 10);
+    s = "changed";  // the fiber has its own copy
+    f.join();
+    CHECK(out == "hello!");
+    CHECK(got == 15);
+  });
+}
+
+TEST_CASE("fiber ids are unique") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    std::set<sa::FiberId> ids;
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 1000; ++i) fibers.push_back(sa::spawn([] {}));
+    for (auto& f : fibers) {
+      ids.insert(f.id());
+      f.join();
+    }
+    CHECK(ids.size() == 1000);
+  });
+}
+
+TEST_CASE("100k fibers spawn and join with an exact count") {
+  const int vprocs = GENERATE(1, 2, 4);
+  sa_test::Watchdog wd{std::chrono::seconds(60), "100k spawn/join"};
+  sa::Runtime rt{{.vprocs = vprocs}};
+  std::atomic<long> sum{0};
+  rt.run([&] {
+    constexpr int kFibers = 100'000;
+    std::vector<sa::Fiber> fibers;
+    fibers.reserve(kFibers);
+    for (int i = 0; i < kFibers; ++i) fibers.push_back(sa::spawn([&sum, i] { sum += i; }));
+    for (auto& f : fibers) f.join();
+  });
+  CHECK(sum == 100'000L * 99'999L / 2);
+  CHECK(rt.stats().fibers_live == 0);
+}
+
+TEST_CASE("a bound fiber always runs on its VProc") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    std::atomic<int> wrong{0};
+    std::vector<sa::Fiber> fibers;
+    for (int vp = 0; vp < 2; ++vp)
+      for (int i = 0; i < 10; ++i)
+        fibers.push_back(sa::spawn(sa::SpawnOptions{.vproc = vp}, [&wrong, vp] {
+          for (int k = 0; k < 100; ++k) {
+            if (sa::this_fiber::vproc() != vp) ++wrong;
+            if (k % 10 == 0) sa::this_fiber::sleep_for(std::chrono::microseconds(50));
+            else sa::this_fiber::yield();
+          }
+        }));
+    for (auto& f : fibers) f.join();
+    CHECK(wrong == 0);
+    CHECK_THROWS_AS(sa::spawn(sa::SpawnOptions{.vproc = 2}, [] {}), std::invalid_argument);
+  });
+}

@@ -1,0 +1,65 @@
+#pragma once
+// Helpers shared by the tests: a watchdog that turns a hang into a failure
+// with a message, a child-process runner for tests that must crash, and CPU
+// time readings.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace sa_test {
+
+// Watchdog: if not destroyed within `limit`, prints what hung and exits the
+// test process with status 3 (ctest reports the failure and the message).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::milliseconds limit, std::string what) : what_(std::move(what)) {
+    thread_ = std::thread([this, limit] {
+      std::unique_lock lk(m_);
+      if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+        std::fprintf(stderr, "WATCHDOG: '%s' did not finish within %lld ms\n", what_.c_str(),
+                     static_cast<long long>(limit.count()));
+        std::fflush(stderr);
+        std::_Exit(3);
+      }
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard lk(m_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::string what_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+struct ChildResult {
+  bool exited = false;     // exited normally (else killed by a signal)
+  int status = 0;          // exit status, or the signal number
+  bool timed_out = false;  // killed by us when the bound expired
+  std::string err;         // what it wrote to stderr
+};
+
+// run_in_child() runs `body` in a forked child (call it before this process
+// starts threads of its own, e.g. before any Runtime), kills it after
+// `limit`, and returns how it ended with its stderr.
+ChildResult run_in_child(const std::function<void()>& body, std::chrono::milliseconds limit);
+
+// process_cpu_seconds() is user + system CPU time of this process.
+double process_cpu_seconds();
+
+}  // namespace sa_test

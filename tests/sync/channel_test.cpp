@@ -1,0 +1,175 @@
+// sa::Channel<T>: pipelines, close, rendezvous, unbounded, try_ variants.
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_CASE("a three-stage pipeline with close delivers every value exactly once") {
+  const int vprocs = GENERATE(1, 2, 4);
+  const std::size_t cap = GENERATE(std::size_t{0}, std::size_t{1}, std::size_t{64}, sa::Channel<long>::unbounded);
+  sa_test::Watchdog wd{30s, "channel pipeline"};
+  sa::Runtime rt{{.vprocs = vprocs}};
+  rt.run([cap] {
+    constexpr long kItems = 20'000;
+    sa::Channel<long> source{cap}, squares{cap};
+    sa::Fiber producer = sa::spawn([&] {
+      for (long i = 1; i <= kItems; ++i) source.send(i);
+      source.close();
+    });
+    // Four workers share the middle stage; the last one out closes `squares`.
+    std::atomic<int> workers_left{4};
+    std::vector<sa::Fiber> workers;
+    for (int w = 0; w < 4; ++w)
+      workers.push_back(sa::spawn([&] {
+        while (auto v = source.recv()) squares.send(*v % 1000);
+        if (--workers_left == 0) squares.close();
+      }));
+    long sum = 0, count = 0;
+    while (auto v = squares.recv()) {
+      sum += *v;
+      ++count;
+    }
+    producer.join();
+    for (auto& w : workers) w.join();
+    long expect = 0;
+    for (long i = 1; i <= kItems; ++i) expect += i % 1000;
+    CHECK(count == kItems);
+    CHECK(sum == expect);
+  });
+}
+
+TEST_CASE("values come out in the order they went in") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Channel<int> ch{8};
+    sa::Fiber producer = sa::spawn([&] {
+      for (int i = 0; i < 5000; ++i) ch.send(i);
+      ch.close();
+    });
+    int expect = 0;
+    while (auto v = ch.recv()) CHECK(*v == expect++);
+    CHECK(expect == 5000);
+    producer.join();
+  });
+}
+
+TEST_CASE("recv drains a closed channel, then yields nothing; send on it throws") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    sa::Channel<std::string> ch{4};
+    ch.send("a");
+    ch.send("b");
+    ch.close();
+    ch.close();  // idempotent
+    CHECK(ch.closed());
+    CHECK(ch.recv() == "a");
+    CHECK(ch.recv() == "b");
+    CHECK_FALSE(ch.recv().has_value());
+    try {
+      ch.send("c");
+      FAIL("send on a closed channel");
+    } catch (const sa::ChannelClosed& e) {
+      CHECK(e.code().value() == EPIPE);
+    }
+  });
+}
+
+TEST_CASE("close wakes parked receivers and senders") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Channel<int> empty{0}, full{1};
+    full.send(1);
+    std::atomic<int> receivers_done{0}, senders_threw{0};
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 3; ++i) fibers.push_back(sa::spawn([&] {
+      if (!empty.recv()) ++receivers_done;
+    }));
+    for (int i = 0; i < 3; ++i) fibers.push_back(sa::spawn([&] {
+      try {
+        full.send(2);
+      } catch (const sa::ChannelClosed&) {
+        ++senders_threw;
+      }
+    }));
+    sa::this_fiber::sleep_for(10ms);
+    empty.close();
+    full.close();
+    for (auto& f : fibers) f.join();
+    CHECK(receivers_done == 3);
+    CHECK(senders_threw == 3);
+    CHECK(full.recv() == 1);  // buffered before close: still delivered
+  });
+}
+
+TEST_CASE("rendezvous: send waits for a receiver") {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Channel<int> ch{0};
+    std::atomic<bool> sent{false};
+    sa::Fiber sender = sa::spawn([&] {
+      ch.send(7);
+      sent = true;
+    });
+    sa::this_fiber::sleep_for(10ms);
+    CHECK_FALSE(sent);
+    CHECK(ch.recv() == 7);
+    sender.join();
+    CHECK(sent);
+  });
+}
+
+TEST_CASE("try_send and try_recv never wait; move-only values") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    sa::Channel<std::unique_ptr<int>> ch{1};
+    CHECK_FALSE(ch.try_recv().has_value());
+    auto a = std::make_unique<int>(1), b = std::make_unique<int>(2);
+    CHECK(ch.try_send(a));
+    CHECK(a == nullptr);
+    CHECK_FALSE(ch.try_send(b));
+    CHECK(b != nullptr);  // untouched when not sent
+    CHECK(ch.size() == 1);
+    CHECK(**ch.try_recv() == 1);
+    sa::Channel<int> unbuffered{0};
+    CHECK_FALSE(unbuffered.try_send(3));  // nobody is receiving
+  });
+}
+
+TEST_CASE("an unbounded channel never blocks the sender") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    sa::Channel<int> ch{sa::Channel<int>::unbounded};
+    for (int i = 0; i < 100'000; ++i) ch.send(i);  // one fiber, no receiver yet
+    CHECK(ch.size() == 100'000);
+    long sum = 0;
+    while (auto v = ch.try_recv()) sum += *v;
+    CHECK(sum == 100'000L * 99'999L / 2);
+  });
+}
+
+TEST_CASE("threads outside the runtime send to and receive from fibers") {
+  sa_test::Watchdog wd{30s, "outside channel"};
+  sa::Runtime rt{{.vprocs = 2}};
+  sa::Channel<int> to_fiber{0}, to_thread{0};
+  sa::Fiber echo = rt.spawn([&] {
+    while (auto v = to_fiber.recv()) to_thread.send(*v * 2);
+    to_thread.close();
+  });
+  long sum = 0;
+  for (int i = 0; i < 1000; ++i) {
+    to_fiber.send(i);          // blocks this thread until the fiber takes it
+    sum += *to_thread.recv();  // blocks this thread until the fiber answers
+  }
+  to_fiber.close();
+  CHECK_FALSE(to_thread.recv().has_value());
+  echo.join();
+  CHECK(sum == 2L * 1000L * 999L / 2);
+}
