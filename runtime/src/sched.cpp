@@ -12,8 +12,10 @@ namespace {
 // Post-switch actions (context.hpp): run on the far side of a switch.
 
 // post_yield: the fiber that yielded joins the back of its VProc's queue.
-void post_yield(FiberCtl* prev, void*) noexcept {
-  VProc* vp = current_vproc();
+// `vp` is the VProc it yielded on: a post-switch action runs on the same
+// thread, right after the switch.
+void post_yield(FiberCtl* prev, void* arg) noexcept {
+  VProc* vp = static_cast<VProc*>(arg);
   if (prev->home) prev->home->inbox.push(prev);  // home is this VProc
   else vp->runq.push(prev, vp->core.global);
 }
@@ -122,7 +124,7 @@ void yield() noexcept {
   self->set_state(FiberState::Running, FiberState::Ready);
   vp->current = next;
   count(vp->counters.switches);
-  jump(self, next, vp->bounds_of(next), &post_yield, nullptr);
+  jump(self, next, &post_yield, vp);
 }
 
 void fiber_entry(bctx::transfer_t t) noexcept {

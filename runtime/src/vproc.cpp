@@ -34,12 +34,6 @@ FiberCtl* current_fiber() noexcept {
 
 VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 64) {}
 
-StackBounds VProc::bounds_of(const FiberCtl* f) const noexcept {
-  if (f == &sched) return sched_stack;
-  const std::size_t page = StackCache::page_size();
-  return StackBounds{static_cast<char*>(f->stack.base) + page, f->stack.size - page};
-}
-
 void VProc::loop() noexcept {
 #if defined(SA_ASAN)
   pthread_attr_t attr;
@@ -47,7 +41,8 @@ void VProc::loop() noexcept {
     void* addr = nullptr;
     std::size_t size = 0;
     pthread_attr_getstack(&attr, &addr, &size);
-    sched_stack = StackBounds{addr, size};
+    sched.stack_bottom = addr;
+    sched.stack_usable = size;
     pthread_attr_destroy(&attr);
   }
 #endif
@@ -59,7 +54,7 @@ void VProc::loop() noexcept {
   while (FiberCtl* f = find_runnable()) {
     current = f;
     count(counters.switches);
-    jump(&sched, f, bounds_of(f), nullptr, nullptr);
+    jump(&sched, f, nullptr, nullptr);
     // Back on the activation's stack: `this` is still our VProc (the loop
     // context never migrates); the fiber that came here ran its action.
   }
@@ -79,8 +74,10 @@ FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
     fail_unstarted(f);
     return nullptr;
   }
-  const std::size_t page = StackCache::page_size();
-  f->ctx = bctx::make_fcontext(static_cast<char*>(f->stack.base) + f->stack.size, f->stack.size - page, &fiber_entry);
+  const std::size_t usable = stacks.stack_size();
+  f->stack_bottom = static_cast<char*>(f->stack.base) + (f->stack.size - usable);
+  f->stack_usable = usable;
+  f->ctx = bctx::make_fcontext(static_cast<char*>(f->stack.base) + f->stack.size, usable, &fiber_entry);
 #if defined(SA_TSAN)
   f->tsan_fiber = __tsan_create_fiber(0);
 #endif
@@ -108,7 +105,7 @@ void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_
   if (!next) next = &sched;
   current = next;
   count(counters.switches);
-  jump(self, next, bounds_of(next), action, arg, self_dies);
+  jump(self, next, action, arg, self_dies);
   // `this` may be another thread's VProc now: touch nothing.
 }
 
@@ -151,10 +148,10 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       const int64_t until = now_ns() + kSearchNs;
       for (;;) {
-        if ((f = steal()) || (f = core.global.pop()) || (f = inbox.pop())) break;
+        if ((f = inbox.pop()) || (f = steal()) || (f = core.global.pop())) break;
         const int64_t now = now_ns();
         if (now >= until || timers.next_deadline() <= now || core.stopping()) break;
-        for (int i = 0; i < 32; ++i) SA_CPU_RELAX();
+        SA_CPU_RELAX();
       }
     }
     if (f) {

@@ -41,12 +41,6 @@ struct SwitchRecord {
   void* arg;
 };
 
-// Sanitizer view of a context's stack: [bottom, bottom + size).
-struct StackBounds {
-  const void* bottom = nullptr;
-  std::size_t size = 0;
-};
-
 // complete_switch() finishes a switch on the resumed side. It copies the
 // record first: it lives on prev's stack, which the action may hand away.
 inline void complete_switch(bctx::transfer_t t) noexcept {
@@ -66,13 +60,11 @@ inline void sanitizer_enter([[maybe_unused]] FiberCtl* self) noexcept {
 // jump() switches from `self` to `next` and returns when `self` is resumed,
 // possibly on another kernel thread: callers re-read the current VProc after
 // it. `self_dies` tells the sanitizers that `self` never resumes.
-inline void jump(FiberCtl* self, FiberCtl* next, const StackBounds& next_stack, PostSwitch action, void* arg,
+inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg,
                  [[maybe_unused]] bool self_dies = false) noexcept {
   SwitchRecord rec{self, action, arg};
 #if defined(SA_ASAN)
-  __sanitizer_start_switch_fiber(self_dies ? nullptr : &self->asan_fake_stack, next_stack.bottom, next_stack.size);
-#else
-  (void)next_stack;
+  __sanitizer_start_switch_fiber(self_dies ? nullptr : &self->asan_fake_stack, next->stack_bottom, next->stack_usable);
 #endif
 #if defined(SA_TSAN)
   __tsan_switch_to_fiber(next->tsan_fiber, 0);

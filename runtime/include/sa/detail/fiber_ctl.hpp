@@ -93,6 +93,8 @@ struct FiberCtl : QueueHook {
   FlsTable* fls = nullptr;
 
   // --- sanitizer bookkeeping ---
+  const void* stack_bottom = nullptr;  // the usable stack, for ASan
+  std::size_t stack_usable = 0;
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;
 };

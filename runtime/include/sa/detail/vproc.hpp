@@ -100,13 +100,10 @@ class VProc {
   // has_work() is the final check of the idle protocol (step 2).
   bool has_work() const noexcept;
 
-  StackBounds bounds_of(const FiberCtl* f) const noexcept;
-
   RuntimeCore& core;
   const int index;
   FiberCtl* current = nullptr;  // the fiber running here; &sched in the loop
   SchedulerContext sched;
-  StackBounds sched_stack;
   RunQueue runq;
   Inbox inbox;
   TimerHeap timers;

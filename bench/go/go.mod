@@ -1,0 +1,3 @@
+module sabench
+
+go 1.19
