@@ -31,19 +31,25 @@ void Shim::join() noexcept {
   activations_.clear();
 }
 
-bool Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
-                                  Clock::time_point deadline) noexcept {
+void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
+                                  Clock::time_point deadline, IdleWait* alt) noexcept {
   Activation* self = Activation::current();
   (void)vp;
   if (self) self->set_state(ActivationState::Running, ActivationState::Idle);
-  bool woke = futex_wait(word, idle_value, deadline);
+  if (!alt) {
+    futex_wait(word, idle_value, deadline);
+  } else if (word.load(std::memory_order_seq_cst) == idle_value) {
+    // A wake_processor() after this check reaches alt->wake(), which makes
+    // the wait return at once.
+    alt->wait(deadline);
+  }
   if (self) self->set_state(ActivationState::Idle, ActivationState::Running);
-  return woke;
 }
 
-void Shim::wake_processor(int vp, const std::atomic<uint32_t>& word) noexcept {
+void Shim::wake_processor(int vp, const std::atomic<uint32_t>& word, IdleWait* alt) noexcept {
   (void)vp;
-  futex_wake(word, 1);
+  if (alt) alt->wake();
+  else futex_wake(word, 1);
 }
 
 }  // namespace sa::shim

@@ -88,7 +88,8 @@ bool RuntimeCore::claim(VProc& v) noexcept {
   // wake-up. The claimed VProc decrements nsearching when it finds work.
   nsleeping.fetch_sub(1, std::memory_order_seq_cst);
   nsearching.fetch_add(1, std::memory_order_seq_cst);
-  shim_->wake_processor(v.index, v.idle);
+  // acquire: pairs with install_poller(); the claimed VProc may sleep in it.
+  shim_->wake_processor(v.index, v.idle, v.poller.load(std::memory_order_acquire));
   return true;
 }
 

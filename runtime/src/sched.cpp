@@ -119,6 +119,8 @@ void yield() noexcept {
     return;
   }
   FiberCtl* self = vp->current;
+  // The yielding fiber waits for no I/O, so completions cannot wake it early.
+  if (Poller* p = vp->poller.load(std::memory_order_relaxed)) p->poll();
   FiberCtl* next = vp->pick_local();
   if (!next) return;  // nobody else is ready here
   self->set_state(FiberState::Running, FiberState::Ready);

@@ -5,6 +5,9 @@
 
 #include <pthread.h>
 
+#include <stdexcept>
+#include <string>
+
 namespace sa::detail {
 
 namespace {
@@ -26,13 +29,28 @@ __attribute__((noinline, noipa)) VProc* current_vproc() noexcept { return tl_vpr
 
 __attribute__((noinline, noipa)) void set_current_vproc(VProc* vp) noexcept { tl_vproc = vp; }
 
+Poller& install_poller(std::unique_ptr<Poller> p) {
+  VProc* vp = current_vproc();
+  if (!vp || vp->current == &vp->sched) throw std::logic_error("sa: install_poller called outside a fiber");
+  if (vp->poller_owner) throw std::logic_error("sa: VProc " + std::to_string(vp->index) + " has a poller already");
+  vp->poller_owner = std::move(p);
+  // release: a waker that reads the pointer sees a constructed poller.
+  vp->poller.store(vp->poller_owner.get(), std::memory_order_release);
+  return *vp->poller_owner;
+}
+
+Poller* poller_of_current() noexcept {
+  VProc* vp = current_vproc();
+  return vp ? vp->poller.load(std::memory_order_relaxed) : nullptr;
+}
+
 FiberCtl* current_fiber() noexcept {
   VProc* vp = current_vproc();
   if (!vp || vp->current == &vp->sched) return nullptr;
   return vp->current;
 }
 
-VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 64) {}
+VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 256) {}
 
 void VProc::loop() noexcept {
 #if defined(SA_ASAN)
@@ -105,7 +123,7 @@ void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_
   if (!next) next = &sched;
   current = next;
   count(counters.switches);
-  jump(self, next, action, arg, self_dies);
+  jump(self, next, action, arg, poller.load(std::memory_order_relaxed), self_dies);
   // `this` may be another thread's VProc now: touch nothing.
 }
 
@@ -138,6 +156,8 @@ FiberCtl* VProc::find_runnable() noexcept {
       return nullptr;
     }
     if (!timers.empty()) timers.fire_expired(now_ns());
+    Poller* p = poller.load(std::memory_order_relaxed);
+    if (p) p->poll();
     FiberCtl* f = inbox.pop();
     if (!f) f = runq.pop();
     if (!f) f = core.global.pop();
@@ -148,7 +168,8 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       const int64_t until = now_ns() + kSearchNs;
       for (;;) {
-        if ((f = inbox.pop()) || (f = steal()) || (f = core.global.pop())) break;
+        if (p) p->poll();
+        if ((f = inbox.pop()) || (f = runq.pop()) || (f = steal()) || (f = core.global.pop())) break;
         const int64_t now = now_ns();
         if (now >= until || timers.next_deadline() <= now || core.stopping()) break;
         SA_CPU_RELAX();
@@ -188,7 +209,7 @@ void VProc::sleep() noexcept {
   // Step 4.
   count(counters.idle_sleeps);
   core.shim().this_processor_is_idle(index, idle, static_cast<uint32_t>(IdleState::Sleeping),
-                                     to_time_point(timers.next_deadline()));
+                                     to_time_point(timers.next_deadline()), poller.load(std::memory_order_relaxed));
   end_sleep();
 }
 

@@ -38,6 +38,21 @@
 
 namespace sa::shim {
 
+// IdleWait: another way for an idle processor's activation to wait, for a
+// runtime that must also wake for events of its own (the io_uring reactor
+// sleeps in io_uring_enter so completions wake it as well).
+class IdleWait {
+ public:
+  virtual ~IdleWait() = default;
+  // wait() blocks the activation until wake(), an event of its own, or
+  // `deadline`; it may return early. A wake() that came first makes it
+  // return at once.
+  virtual void wait(Clock::time_point deadline) noexcept = 0;
+  // wake() makes a wait() in progress, or the next one, return; any thread,
+  // never blocks.
+  virtual void wake() noexcept = 0;
+};
+
 // The scheduler's side of the upcalls.
 class UpcallHandler {
  public:
@@ -74,14 +89,16 @@ class Shim {
 
   // Downcall: processor `vp` has nothing to do. Parks the calling activation
   // (which must run `vp`) while `word` holds `idle_value`, until
-  // wake_processor(vp) or `deadline`. Returns false on timeout. Blocks the
-  // kernel thread: that is its purpose.
-  bool this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
-                              Clock::time_point deadline) noexcept;
+  // wake_processor(vp), `deadline`, or (with `alt`) an event of alt's own.
+  // May return early; callers re-check. Blocks the kernel thread: that is
+  // its purpose.
+  void this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
+                              Clock::time_point deadline, IdleWait* alt = nullptr) noexcept;
 
   // Downcall: processor `vp` has work again; wakes its activation if it is
-  // parked on `word` (the caller changed `word` first). Never blocks.
-  void wake_processor(int vp, const std::atomic<uint32_t>& word) noexcept;
+  // parked on `word` (the caller changed `word` first) or in `alt`. Never
+  // blocks.
+  void wake_processor(int vp, const std::atomic<uint32_t>& word, IdleWait* alt = nullptr) noexcept;
 
  private:
   ShimOptions options_;

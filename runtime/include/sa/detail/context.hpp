@@ -15,6 +15,7 @@
 #include <boost/context/detail/fcontext.hpp>
 
 #include <sa/detail/fiber_ctl.hpp>
+#include <sa/detail/poller.hpp>
 
 #if defined(SA_ASAN)
 #include <sanitizer/common_interface_defs.h>
@@ -39,6 +40,7 @@ struct SwitchRecord {
   FiberCtl* prev;
   PostSwitch action;
   void* arg;
+  Poller* poll;  // polled after the action: only then may its completions wake `prev`
 };
 
 // complete_switch() finishes a switch on the resumed side. It copies the
@@ -47,6 +49,7 @@ inline void complete_switch(bctx::transfer_t t) noexcept {
   const SwitchRecord rec = *static_cast<SwitchRecord*>(t.data);
   rec.prev->ctx = t.fctx;
   if (rec.action) rec.action(rec.prev, rec.arg);
+  if (rec.poll) rec.poll->poll();
 }
 
 // sanitizer_enter() is called first thing in a context that was just entered
@@ -59,10 +62,12 @@ inline void sanitizer_enter([[maybe_unused]] FiberCtl* self) noexcept {
 
 // jump() switches from `self` to `next` and returns when `self` is resumed,
 // possibly on another kernel thread: callers re-read the current VProc after
-// it. `self_dies` tells the sanitizers that `self` never resumes.
-inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg,
+// it. `poll_after` (the VProc's poller, if any) is polled on the far side, so
+// an I/O completion for `self` can only wake it once it is saved.
+// `self_dies` tells the sanitizers that `self` never resumes.
+inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg, Poller* poll_after = nullptr,
                  [[maybe_unused]] bool self_dies = false) noexcept {
-  SwitchRecord rec{self, action, arg};
+  SwitchRecord rec{self, action, arg, poll_after};
 #if defined(SA_ASAN)
   __sanitizer_start_switch_fiber(self_dies ? nullptr : &self->asan_fake_stack, next->stack_bottom, next->stack_usable);
 #endif

@@ -38,10 +38,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <sa/detail/context.hpp>
 #include <sa/detail/fiber_ctl.hpp>
+#include <sa/detail/poller.hpp>
 #include <sa/detail/run_queue.hpp>
 #include <sa/detail/stack_pool.hpp>
 #include <sa/detail/timer_heap.hpp>
@@ -89,7 +91,8 @@ class VProc {
 
   // pick_local() returns the next fiber to run from this VProc's own queues
   // (and, now and then, expired timers and the global queue), ready to
-  // switch to (its stack prepared), or null. Never blocks.
+  // switch to (its stack prepared), or null. Never blocks. It does not poll
+  // the poller: the caller may be a fiber that is parking on I/O.
   FiberCtl* pick_local() noexcept;
 
   // switch_from() switches the running fiber `self` to the next local fiber,
@@ -111,6 +114,10 @@ class VProc {
   std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
   std::vector<int> steal_order;
   VProcCounters counters;
+  // The I/O reactor, if a fiber here installed one (poller.hpp). Written
+  // once by the owner; read by wakers (acquire) to wake it when idle.
+  std::atomic<Poller*> poller{nullptr};
+  std::unique_ptr<Poller> poller_owner;
 
  private:
   FiberCtl* find_runnable() noexcept;
