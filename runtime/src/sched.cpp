@@ -96,7 +96,7 @@ void ready(FiberCtl* f, bool run_next) noexcept {
 
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
   VProc* vp = current_vproc();
-  if (!vp || vp->current == &vp->sched) return park_thread(w, lock, deadline_ns);
+  if (!vp || !vp->in_fiber()) return park_thread(w, lock, deadline_ns);
   FiberCtl* self = vp->current;
   TimerNode timer;
   if (deadline_ns != TimerHeap::kNever) {
@@ -114,7 +114,7 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
 
 void yield() noexcept {
   VProc* vp = current_vproc();
-  if (!vp || vp->current == &vp->sched) {
+  if (!vp || !vp->in_fiber()) {
     ::sched_yield();
     return;
   }

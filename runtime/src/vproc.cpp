@@ -31,7 +31,7 @@ __attribute__((noinline, noipa)) void set_current_vproc(VProc* vp) noexcept { tl
 
 Poller& install_poller(std::unique_ptr<Poller> p) {
   VProc* vp = current_vproc();
-  if (!vp || vp->current == &vp->sched) throw std::logic_error("sa: install_poller called outside a fiber");
+  if (!vp || !vp->in_fiber()) throw std::logic_error("sa: install_poller called outside a fiber");
   if (vp->poller_owner) throw std::logic_error("sa: VProc " + std::to_string(vp->index) + " has a poller already");
   vp->poller_owner = std::move(p);
   // release: a waker that reads the pointer sees a constructed poller.
@@ -46,34 +46,39 @@ Poller* poller_of_current() noexcept {
 
 FiberCtl* current_fiber() noexcept {
   VProc* vp = current_vproc();
-  if (!vp || vp->current == &vp->sched) return nullptr;
+  if (!vp || !vp->in_fiber()) return nullptr;
   return vp->current;
 }
 
 VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 256) {}
 
 void VProc::loop() noexcept {
+  // One scheduler context per activation (kernel thread).
+  static thread_local SchedulerContext ctx;
 #if defined(SA_ASAN)
-  pthread_attr_t attr;
-  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-    void* addr = nullptr;
-    std::size_t size = 0;
-    pthread_attr_getstack(&attr, &addr, &size);
-    sched.stack_bottom = addr;
-    sched.stack_usable = size;
-    pthread_attr_destroy(&attr);
+  if (!ctx.stack_bottom) {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* addr = nullptr;
+      std::size_t size = 0;
+      pthread_attr_getstack(&attr, &addr, &size);
+      ctx.stack_bottom = addr;
+      ctx.stack_usable = size;
+      pthread_attr_destroy(&attr);
+    }
   }
 #endif
 #if defined(SA_TSAN)
-  sched.tsan_fiber = __tsan_get_current_fiber();
+  ctx.tsan_fiber = __tsan_get_current_fiber();
 #endif
-  sched.state.store(FiberState::Running, std::memory_order_relaxed);
-  current = &sched;
+  ctx.state.store(FiberState::Running, std::memory_order_relaxed);
+  loop_ctx = &ctx;
+  current = &ctx;
   while (FiberCtl* f = find_runnable()) {
     current = f;
     count(counters.switches);
-    jump(&sched, f, nullptr, nullptr);
-    // Back on the activation's stack: `this` is still our VProc (the loop
+    jump(&ctx, f, nullptr, nullptr);
+    // Back on this activation's stack: `this` is still our VProc (the loop
     // context never migrates); the fiber that came here ran its action.
   }
 }
@@ -120,7 +125,7 @@ FiberCtl* VProc::pick_local() noexcept {
 
 void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_dies) noexcept {
   FiberCtl* next = pick_local();
-  if (!next) next = &sched;
+  if (!next) next = loop_ctx;
   current = next;
   count(counters.switches);
   jump(self, next, action, arg, poller.load(std::memory_order_relaxed), self_dies);

@@ -75,7 +75,8 @@ inline void count(std::atomic<uint64_t>& c) noexcept {
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-// The scheduler context of a VProc: the activation's own stack.
+// The scheduler context of an activation: its own native stack, where it
+// runs a VProc's loop between fibers.
 struct SchedulerContext final : FiberCtl {
   void invoke() override {}
 };
@@ -86,8 +87,12 @@ class VProc {
   VProc(const VProc&) = delete;
   VProc& operator=(const VProc&) = delete;
 
-  // loop() runs the scheduler until the runtime stops; on the activation.
+  // loop() runs the scheduler on the calling activation until the runtime
+  // stops. Its context lives on the activation's own stack (loop_ctx).
   void loop() noexcept;
+
+  // in_fiber() is true while a fiber (not the loop) runs here.
+  bool in_fiber() const noexcept { return current != loop_ctx; }
 
   // pick_local() returns the next fiber to run from this VProc's own queues
   // (and, now and then, expired timers and the global queue), ready to
@@ -105,8 +110,8 @@ class VProc {
 
   RuntimeCore& core;
   const int index;
-  FiberCtl* current = nullptr;  // the fiber running here; &sched in the loop
-  SchedulerContext sched;
+  FiberCtl* current = nullptr;   // the fiber running here; loop_ctx in the loop
+  FiberCtl* loop_ctx = nullptr;  // the scheduler context of the activation running us
   RunQueue runq;
   Inbox inbox;
   TimerHeap timers;
