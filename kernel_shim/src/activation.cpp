@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <system_error>
 
 namespace sa::shim {
@@ -51,19 +52,21 @@ class AltStack {
 const char* to_string(ActivationState s) noexcept {
   switch (s) {
     case ActivationState::Starting: return "Starting";
+    case ActivationState::Spare: return "Spare";
     case ActivationState::Running: return "Running";
+    case ActivationState::InCall: return "InCall";
+    case ActivationState::Blocked: return "Blocked";
     case ActivationState::Idle: return "Idle";
     case ActivationState::Exited: return "Exited";
   }
   return "?";
 }
 
-Activation::Activation(int vp, int cpu, std::function<void()> body)
-    : vp_(vp), cpu_(cpu), body_(std::move(body)) {
+Activation::Activation(int id, std::function<void(Activation&)> body) : id_(id), body_(std::move(body)) {
   try {
     thread_ = std::thread([this] { main(); });
   } catch (const std::system_error& e) {
-    throw std::system_error(e.code(), "sa: cannot start the activation for VProc " + std::to_string(vp));
+    throw std::system_error(e.code(), "sa: cannot start activation " + std::to_string(id));
   }
 }
 
@@ -77,32 +80,38 @@ Activation* Activation::current() noexcept { return tl_current; }
 
 void Activation::set_state(ActivationState from, ActivationState to) noexcept {
   ActivationState seen = from;
-  // acq_rel: observers (stats, later the shim's monitors) see the state
-  // together with what the activation did before the change.
+  // acq_rel: observers (the monitor, stats) see the state together with
+  // what the activation did before the change.
   if (!state_.compare_exchange_strong(seen, to, std::memory_order_acq_rel)) {
-    std::fprintf(stderr, "sa: activation of VProc %d: bad state change %s -> %s (was %s)\n", vp_,
-                 to_string(from), to_string(to), to_string(seen));
+    std::fprintf(stderr, "sa: activation %d: bad state change %s -> %s (was %s)\n", id_, to_string(from),
+                 to_string(to), to_string(seen));
     std::abort();
   }
 }
 
+bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
+  return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+}
+
+void Activation::pin(int cpu) noexcept {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  // Failure (a cpuset changed under us) leaves the thread where it was,
+  // which is slower but correct.
+  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+}
+
 void Activation::main() {
   tl_current = this;
-  if (cpu_ >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu_, &set);
-    // Failure (a cpuset changed under us) leaves the thread unpinned, which
-    // is slower but correct.
-    ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
-  }
+  tid_.store(static_cast<int>(::gettid()), std::memory_order_release);
   char name[16];
-  std::snprintf(name, sizeof name, "sa-vp%d", vp_);
+  std::snprintf(name, sizeof name, "sa-act%d", id_);
   ::pthread_setname_np(::pthread_self(), name);
   AltStack alt;
-  set_state(ActivationState::Starting, ActivationState::Running);
-  body_();
-  set_state(ActivationState::Running, ActivationState::Exited);
+  body_(*this);
+  state_.store(ActivationState::Exited, std::memory_order_release);
   tl_current = nullptr;
 }
 

@@ -1,34 +1,234 @@
+// The shim: activations, the spare pool, the handoff protocol (shim.hpp).
+
 #include <sa/shim/shim.hpp>
 
+#include <cstdio>
 #include <stdexcept>
+
+#include <sa/shim/block_monitor.hpp>
 
 namespace sa::shim {
 
-Shim::Shim(ShimOptions options, UpcallHandler& handler) : options_(std::move(options)), handler_(handler) {
-  if (options_.processors <= 0) throw std::invalid_argument("sa::shim::Shim: processors must be > 0");
+namespace {
+
+int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-Shim::~Shim() { join(); }
+}  // namespace
+
+uint64_t LatencyHistogram::count() const noexcept {
+  uint64_t n = 0;
+  for (uint64_t b : buckets) n += b;
+  return n;
+}
+
+double LatencyHistogram::percentile(double p) const noexcept {
+  const uint64_t n = count();
+  if (n == 0) return 0;
+  const double want = p / 100.0 * static_cast<double>(n);
+  uint64_t seen = 0;
+  for (int i = 0; i < kBuckets; ++i) {
+    seen += buckets[i];
+    if (static_cast<double>(seen) >= want) return static_cast<double>(1ULL << i);
+  }
+  return static_cast<double>(1ULL << (kBuckets - 1));
+}
+
+Shim::Shim(ShimOptions options, UpcallHandler& handler) : options_(std::move(options)), handler_(handler) {
+  if (options_.processors <= 0) throw std::invalid_argument("sa::shim::Shim: processors must be > 0");
+  if (options_.max_activations <= 0) options_.max_activations = 4 * options_.processors + 8;
+  if (options_.max_activations < options_.processors) options_.max_activations = options_.processors;
+  if (options_.spares < 0) options_.spares = 0;
+}
+
+Shim::~Shim() { stop(); }
 
 int Shim::cpu_of(int vp) const noexcept {
   if (!options_.pin || options_.cpus.empty()) return -1;
   return options_.cpus[static_cast<size_t>(vp) % options_.cpus.size()];
 }
 
-void Shim::start() {
-  activations_.reserve(static_cast<size_t>(options_.processors));
-  for (int vp = 0; vp < options_.processors; ++vp) {
-    // If a later thread fails to start, the exception propagates and the
-    // destructor of activations_ joins the ones already running; the
-    // runtime makes their processor_added return before that (it only calls
-    // start() from a state where stopping is possible).
-    activations_.push_back(std::make_unique<Activation>(vp, cpu_of(vp), [this, vp] { handler_.processor_added(vp); }));
+Activation* Shim::start_activation(uint32_t job) {
+  const int id = static_cast<int>(all_.size());
+  all_.push_back(std::make_unique<Activation>(id, [this, job](Activation& a) {
+    a.job.store(job, std::memory_order_relaxed);
+    run(a);
+  }));
+  int n = static_cast<int>(all_.size());
+  int hw = high_water_.load(std::memory_order_relaxed);
+  while (n > hw && !high_water_.compare_exchange_weak(hw, n, std::memory_order_relaxed)) {
   }
+  return all_.back().get();
 }
 
-void Shim::join() noexcept {
-  for (auto& a : activations_) a->join();
-  activations_.clear();
+void Shim::start() {
+  std::lock_guard g(lock_);
+  if (options_.activations) monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
+  for (int vp = 0; vp < options_.processors; ++vp) start_activation(make_job(kAdded, vp));
+  if (options_.activations)
+    for (int i = 0; i < options_.spares && static_cast<int>(all_.size()) < options_.max_activations; ++i)
+      start_activation(kNone);
+}
+
+void Shim::stop() noexcept {
+  stopping_.store(true, std::memory_order_seq_cst);
+  {
+    std::lock_guard g(lock_);
+    for (auto& a : all_) {
+      a->job.store(kExit, std::memory_order_release);
+      futex_wake(a->job, 1);
+    }
+  }
+  // Join outside the lock: exiting activations detach from the monitor.
+  for (size_t i = 0;; ++i) {
+    Activation* a = nullptr;
+    {
+      std::lock_guard g(lock_);
+      if (i >= all_.size()) break;
+      a = all_[i].get();
+    }
+    a->join();
+  }
+  monitor_.reset();
+  std::lock_guard g(lock_);
+  all_.clear();
+  spares_ = nullptr;
+}
+
+void Shim::run(Activation& a) noexcept {
+  if (monitor_) monitor_->attach(a);
+  ActivationState state = ActivationState::Starting;
+  for (;;) {
+    uint32_t job;
+    // acquire: see takes_over / blocked_at_ns written before the job.
+    while ((job = a.job.exchange(kNone, std::memory_order_acquire)) == kNone) {
+      if (stopping_.load(std::memory_order_seq_cst)) {
+        job = kExit;
+        break;
+      }
+      if (state == ActivationState::Starting) {
+        a.set_state(ActivationState::Starting, ActivationState::Spare);
+        state = ActivationState::Spare;
+        return_spare(a);
+        if (starting_.load(std::memory_order_relaxed) > 0) {
+          starting_.fetch_sub(1, std::memory_order_relaxed);
+          if (monitor_) monitor_->call_started();  // a handoff may be waiting for us
+        }
+      }
+      futex_wait(a.job, kNone);
+    }
+    if ((job & 3) == kExit) break;
+    const int vp = static_cast<int>(job >> 2);
+    a.set_state(state, ActivationState::Running);
+    a.vproc.store(vp, std::memory_order_relaxed);
+    a.pin(cpu_of(vp));
+    if ((job & 3) == kAdded) {
+      n_added_.fetch_add(1, std::memory_order_relaxed);
+      handler_.processor_added(vp);
+    } else {
+      n_blocked_.fetch_add(1, std::memory_order_relaxed);
+      record_handoff(a.blocked_at_ns);
+      handler_.activation_blocked(vp, *a.takes_over);
+    }
+    // The upcall returned: the runtime stopped, or the processor moved on.
+    a.set_state(ActivationState::Running, ActivationState::Spare);
+    state = ActivationState::Spare;
+    if (stopping_.load(std::memory_order_seq_cst)) break;
+    return_spare(a);
+  }
+  if (monitor_) monitor_->detach(a);
+}
+
+Activation* Shim::take_spare() noexcept {
+  std::lock_guard g(lock_);
+  if (Activation* s = spares_) {
+    spares_ = s->next_spare;
+    s->next_spare = nullptr;
+    return s;
+  }
+  return nullptr;
+}
+
+void Shim::return_spare(Activation& a) noexcept {
+  std::lock_guard g(lock_);
+  a.next_spare = spares_;
+  spares_ = &a;
+}
+
+bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
+  if (stopping_.load(std::memory_order_seq_cst) || a.state() != ActivationState::InCall) return true;
+  Activation* s = take_spare();
+  if (!s) {
+    std::lock_guard g(lock_);
+    if (static_cast<int>(all_.size()) < options_.max_activations) {
+      // Grow the pool; the new activation announces itself by joining it.
+      if (starting_.load(std::memory_order_relaxed) == 0) {
+        try {
+          starting_.fetch_add(1, std::memory_order_relaxed);
+          start_activation(kNone);
+        } catch (...) {
+          starting_.fetch_sub(1, std::memory_order_relaxed);
+        }
+      }
+      return false;
+    }
+    n_exhausted_.fetch_add(1, std::memory_order_relaxed);
+    if (!warned_exhausted_.exchange(true))
+      std::fprintf(stderr,
+                   "sa: all %d activations are in use; a blocked call keeps its processor "
+                   "(raise the activation limit)\n",
+                   options_.max_activations);
+    return true;
+  }
+  if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
+    return_spare(*s);  // the call returned first: nothing to do
+    return true;
+  }
+  s->takes_over = &a;
+  s->blocked_at_ns = blocked_at_ns;
+  // release: takes_over and blocked_at_ns before the job.
+  s->job.store(make_job(kTakeOver, a.vproc.load(std::memory_order_relaxed)), std::memory_order_release);
+  futex_wake(s->job, 1);
+  // Keep one spare ready for the next block, off the critical path.
+  std::lock_guard g(lock_);
+  if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
+      static_cast<int>(all_.size()) < options_.max_activations) {
+    try {
+      starting_.fetch_add(1, std::memory_order_relaxed);
+      start_activation(kNone);
+    } catch (...) {
+      starting_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  return true;
+}
+
+void Shim::record_handoff(int64_t blocked_at_ns) noexcept {
+  int64_t us = (now_ns() - blocked_at_ns) / 1000;
+  int bucket = 0;
+  while (bucket < LatencyHistogram::kBuckets - 1 && us >= (int64_t{1} << bucket)) ++bucket;
+  handoff_buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Shim::enter_call() noexcept {
+  if (!options_.activations) return false;
+  Activation* a = Activation::current();
+  if (!a) return false;
+  n_calls_.fetch_add(1, std::memory_order_relaxed);
+  a->call_started_ns.store(now_ns(), std::memory_order_relaxed);
+  a->set_state(ActivationState::Running, ActivationState::InCall);
+  if (monitor_ && !monitor_->perf()) monitor_->call_started();
+  return true;
+}
+
+void Shim::exit_call() noexcept {
+  Activation* a = Activation::current();
+  if (a->try_state(ActivationState::InCall, ActivationState::Running)) return;  // fast path
+  // Protocol step 5: our processor went to a spare while we were blocked.
+  a->set_state(ActivationState::Blocked, ActivationState::Running);
+  n_unblocked_.fetch_add(1, std::memory_order_relaxed);
+  handler_.activation_unblocked(*a);
 }
 
 void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
@@ -50,6 +250,24 @@ void Shim::wake_processor(int vp, const std::atomic<uint32_t>& word, IdleWait* a
   (void)vp;
   if (alt) alt->wake();
   else futex_wake(word, 1);
+}
+
+ShimStats Shim::stats() const {
+  ShimStats s;
+  s.activations = options_.activations;
+  s.perf = monitor_ && monitor_->perf();
+  s.processor_added = n_added_.load(std::memory_order_relaxed);
+  s.activation_blocked = n_blocked_.load(std::memory_order_relaxed);
+  s.activation_unblocked = n_unblocked_.load(std::memory_order_relaxed);
+  s.calls = n_calls_.load(std::memory_order_relaxed);
+  s.pool_exhausted = n_exhausted_.load(std::memory_order_relaxed);
+  s.activations_high_water = high_water_.load(std::memory_order_relaxed);
+  for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
+    s.handoff_us.buckets[i] = handoff_buckets_[i].load(std::memory_order_relaxed);
+  std::lock_guard g(lock_);
+  s.activations_started = static_cast<int>(all_.size());
+  for (const auto& a : all_) s.running += a->state() == ActivationState::Running ? 1 : 0;
+  return s;
 }
 
 }  // namespace sa::shim

@@ -19,10 +19,7 @@ Options validate(Options o) {
   if (o.vprocs < 0) throw std::invalid_argument("sa::Runtime: Options::vprocs must be >= 0 (0 = one per CPU)");
   if (o.vprocs > 1024) throw std::invalid_argument("sa::Runtime: Options::vprocs must be <= 1024");
   if (o.stack_size < 16 * 1024) throw std::invalid_argument("sa::Runtime: Options::stack_size must be >= 16 KiB");
-  if (o.shim == ShimMode::on)
-    throw std::system_error(ENOTSUP, std::generic_category(),
-                            "sa::Runtime: ShimMode::on needs the kernel shim's blocking detection, "
-                            "which is not built yet; use ShimMode::off");
+  if (o.max_activations < 0) throw std::invalid_argument("sa::Runtime: Options::max_activations must be >= 0");
   return o;
 }
 
@@ -72,6 +69,19 @@ Stats Runtime::stats() const {
         .idle_wakeups = get(c.idle_wakeups),
     });
   }
+  const shim::ShimStats k = core_->shim().stats();
+  s.shim = ShimStats{.perf = k.perf,
+                     .processor_added = k.processor_added,
+                     .activation_blocked = k.activation_blocked,
+                     .activation_unblocked = k.activation_unblocked,
+                     .blocking_calls = k.calls,
+                     .pool_exhausted = k.pool_exhausted,
+                     .activations_started = k.activations_started,
+                     .activations_high_water = k.activations_high_water,
+                     .activations_running = k.running,
+                     .handoffs = k.handoff_us.count(),
+                     .handoff_p50_us = k.handoff_us.percentile(50),
+                     .handoff_p99_us = k.handoff_us.percentile(99)};
   s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
   s.fibers_live = core_->live.load(std::memory_order_relaxed);
   return s;

@@ -26,13 +26,18 @@ RuntimeCore::RuntimeCore(const Options& options) {
   for (int i = 0; i < n; ++i) vprocs_[static_cast<size_t>(i)]->steal_order = std::move(order[static_cast<size_t>(i)]);
 
   install_overflow_handler();
-  shim_ = std::make_unique<shim::Shim>(shim::ShimOptions{.processors = n, .pin = options.pin, .cpus = topo.cpus()},
+  shim_ = std::make_unique<shim::Shim>(shim::ShimOptions{.processors = n,
+                                                          .pin = options.pin,
+                                                          .cpus = topo.cpus(),
+                                                          .activations = options.shim == ShimMode::on,
+                                                          .max_activations = options.max_activations,
+                                                          .use_perf = options.use_perf},
                                        *this);
   try {
     shim_->start();
   } catch (...) {
     stop();
-    shim_->join();
+    shim_->stop();
     throw;
   }
 }
@@ -56,7 +61,7 @@ RuntimeCore::~RuntimeCore() {
     std::abort();
   }
   stop();
-  shim_->join();
+  shim_->stop();
 }
 
 void RuntimeCore::processor_added(int vp) noexcept {
@@ -64,6 +69,54 @@ void RuntimeCore::processor_added(int vp) noexcept {
   set_current_vproc(&v);
   v.loop();
   set_current_vproc(nullptr);
+}
+
+void RuntimeCore::activation_blocked(int vp, shim::Activation&) noexcept {
+  // The blocked activation's fiber stays with it; everything else on the
+  // VProc (queues, timers, reactor) carries on here.
+  processor_added(vp);
+}
+
+namespace {
+
+thread_local int tl_call_depth = 0;
+thread_local FiberCtl* tl_call_fiber = nullptr;
+thread_local shim::Shim* tl_call_shim = nullptr;
+
+// post_requeue: the fiber whose call outlived its VProc is saved; ready it
+// (the calling activation has no VProc now, so it goes to the global queue).
+void post_requeue(FiberCtl* prev, void*) noexcept { ready(prev); }
+
+}  // namespace
+
+void RuntimeCore::activation_unblocked(shim::Activation&) noexcept {
+  FiberCtl* self = tl_call_fiber;
+  set_current_vproc(nullptr);  // our VProc runs on another activation now
+  self->set_state(FiberState::Running, FiberState::Parked);
+  SchedulerContext& loop = activation_loop_context();
+  jump(self, &loop, &post_requeue, nullptr);
+  // Resumed by some VProc, perhaps on another activation.
+}
+
+bool blocking_enter() noexcept {
+  if (tl_call_depth > 0) {  // nested: the outermost call speaks for both
+    ++tl_call_depth;
+    return true;
+  }
+  VProc* vp = current_vproc();
+  if (!vp || !vp->in_fiber() || !vp->core.shim().activations_mode()) return false;
+  tl_call_fiber = vp->current;
+  tl_call_shim = &vp->core.shim();
+  if (!tl_call_shim->enter_call()) return false;
+  tl_call_depth = 1;
+  return true;
+}
+
+void blocking_exit() noexcept {
+  if (--tl_call_depth > 0) return;
+  // The thread-locals are this activation's: read them before exit_call(),
+  // after which the fiber may be running on another activation.
+  tl_call_shim->exit_call();
 }
 
 void RuntimeCore::start(FiberCtl* f) noexcept {

@@ -52,9 +52,14 @@ FiberCtl* current_fiber() noexcept {
 
 VProc::VProc(RuntimeCore& c, int i, std::size_t stack_size) : core(c), index(i), stacks(stack_size, 256) {}
 
-void VProc::loop() noexcept {
+SchedulerContext& activation_loop_context() noexcept {
   // One scheduler context per activation (kernel thread).
   static thread_local SchedulerContext ctx;
+  return ctx;
+}
+
+void VProc::loop() noexcept {
+  SchedulerContext& ctx = activation_loop_context();
 #if defined(SA_ASAN)
   if (!ctx.stack_bottom) {
     pthread_attr_t attr;
@@ -78,8 +83,10 @@ void VProc::loop() noexcept {
     current = f;
     count(counters.switches);
     jump(&ctx, f, nullptr, nullptr);
-    // Back on this activation's stack: `this` is still our VProc (the loop
-    // context never migrates); the fiber that came here ran its action.
+    // Back on this activation's stack; the fiber that came here ran its
+    // action. If that fiber's call blocked and our VProc went to another
+    // activation, we are no longer its activation: leave.
+    if (current_vproc() != this) return;
   }
 }
 

@@ -1,5 +1,5 @@
 // kernel_shim: activations start pinned, run processor_added, park idle
-// processors on a futex and wake them.
+// processors on a futex and wake them; the shim's stats count them.
 
 #include <catch2/catch.hpp>
 
@@ -10,30 +10,35 @@
 #include <chrono>
 #include <thread>
 
+#include "test_support.hpp"
+
 namespace {
 
 struct Recorder final : sa::shim::UpcallHandler {
   std::atomic<int> added{0};
-  std::atomic<int> cpu_mismatch{0};
+  std::atomic<int> mismatch{0};
   std::atomic<uint32_t> word{1};
   std::atomic<bool> woke{false};
   sa::shim::Shim* shim = nullptr;
   void processor_added(int vp) noexcept override {
     ++added;
     auto* a = sa::shim::Activation::current();
-    if (!a || a->vproc() != vp || a->state() != sa::shim::ActivationState::Running) ++cpu_mismatch;
-    if (a && a->cpu() >= 0 && sched_getcpu() != a->cpu()) ++cpu_mismatch;
+    if (!a || a->vproc.load() != vp || a->state() != sa::shim::ActivationState::Running) ++mismatch;
+    if (shim->cpu_of(vp) >= 0 && sched_getcpu() != shim->cpu_of(vp)) ++mismatch;
     if (vp == 0) {
       // Park until the test changes the word and wakes us.
       while (word.load() == 1) shim->this_processor_is_idle(0, word, 1, sa::shim::Clock::time_point::max());
       woke = true;
     }
   }
+  void activation_blocked(int, sa::shim::Activation&) noexcept override { ++mismatch; }
+  void activation_unblocked(sa::shim::Activation&) noexcept override { ++mismatch; }
 };
 
 }  // namespace
 
 TEST_CASE("activations run processor_added on their pinned CPU and park when idle") {
+  sa_test::Watchdog wd{std::chrono::seconds(20), "shim idle/wake"};
   auto topo = sa::shim::Topology::discover();
   Recorder rec;
   sa::shim::Shim shim({.processors = 2, .pin = true, .cpus = topo.cpus()}, rec);
@@ -44,12 +49,17 @@ TEST_CASE("activations run processor_added on their pinned CPU and park when idl
   CHECK_FALSE(rec.woke);
   rec.word = 0;
   shim.wake_processor(0, rec.word);
-  shim.join();
-  CHECK(rec.woke);
-  CHECK(rec.cpu_mismatch == 0);
+  while (!rec.woke) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto s = shim.stats();
+  CHECK(s.processor_added == 2);
+  CHECK(s.activations_started == 2);  // plain mode: no spares
+  CHECK_FALSE(s.activations);
+  shim.stop();
+  CHECK(rec.mismatch == 0);
 }
 
 TEST_CASE("this_processor_is_idle returns at its deadline") {
+  sa_test::Watchdog wd{std::chrono::seconds(20), "shim idle deadline"};
   auto topo = sa::shim::Topology::discover();
   struct TimeoutHandler final : sa::shim::UpcallHandler {
     sa::shim::Shim* shim = nullptr;
@@ -62,10 +72,13 @@ TEST_CASE("this_processor_is_idle returns at its deadline") {
         shim->this_processor_is_idle(0, word, 1, t0 + std::chrono::milliseconds(20));
       result = word.load() == 1 ? 1 : 0;
     }
+    void activation_blocked(int, sa::shim::Activation&) noexcept override {}
+    void activation_unblocked(sa::shim::Activation&) noexcept override {}
   } h;
   sa::shim::Shim shim({.processors = 1, .pin = false, .cpus = topo.cpus()}, h);
   h.shim = &shim;
   shim.start();
-  shim.join();
+  while (h.result == -1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  shim.stop();
   CHECK(h.result == 1);
 }

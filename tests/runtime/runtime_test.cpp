@@ -48,12 +48,7 @@ TEST_CASE("vprocs = 0 means one VProc per CPU in the affinity mask") {
 TEST_CASE("bad options are rejected with a clear error") {
   CHECK_THROWS_AS(sa::Runtime({.vprocs = -1}), std::invalid_argument);
   CHECK_THROWS_AS(sa::Runtime({.vprocs = 1, .stack_size = 1024}), std::invalid_argument);
-  try {
-    sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
-    FAIL("ShimMode::on should be refused until the shim exists");
-  } catch (const std::system_error& e) {
-    CHECK(e.code().value() == ENOTSUP);
-  }
+  CHECK_THROWS_AS(sa::Runtime({.vprocs = 1, .max_activations = -1}), std::invalid_argument);
 }
 
 TEST_CASE("spawn and join from a thread outside the runtime") {

@@ -39,6 +39,12 @@ struct Options {
   bool pin = true;
   // Usable bytes per fiber stack (a guard page is added below).
   std::size_t stack_size = 128 * 1024;
+  // ShimMode::on: the most activations (kernel threads) ever started, spares
+  // included; 0 = 4 * vprocs + 8. Past it a blocked call keeps its VProc.
+  int max_activations = 0;
+  // ShimMode::on: see blocking through perf switch records; false forces
+  // the /proc fallback monitor (also used when perf_event_open is refused).
+  bool use_perf = true;
 };
 
 // Counters of one VProc since the runtime started.
@@ -54,8 +60,25 @@ struct VProcStats {
   uint64_t idle_wakeups = 0;  // times it was woken for new work
 };
 
+// What the kernel shim did (ShimMode::on; zeros but processor_added otherwise).
+struct ShimStats {
+  bool perf = false;               // blocking seen through perf records (else /proc)
+  uint64_t processor_added = 0;    // upcalls, by kind
+  uint64_t activation_blocked = 0;
+  uint64_t activation_unblocked = 0;
+  uint64_t blocking_calls = 0;     // sa::blocking calls announced to the shim
+  uint64_t pool_exhausted = 0;     // blocked calls that kept their VProc: no spare left
+  int activations_started = 0;     // kernel threads started (processors + spares)
+  int activations_high_water = 0;
+  int activations_running = 0;     // running user code now (I1: <= vprocs)
+  uint64_t handoffs = 0;           // measured handoffs (= activation_blocked)
+  double handoff_p50_us = 0;       // block -> spare running the VProc, bucket upper bounds
+  double handoff_p99_us = 0;
+};
+
 struct Stats {
   std::vector<VProcStats> vprocs;
+  ShimStats shim;
   uint64_t fibers_spawned = 0;
   int64_t fibers_live = 0;  // spawned and not finished
   // total() sums the counters over the VProcs.
@@ -64,10 +87,9 @@ struct Stats {
 
 class Runtime {
  public:
-  // Starts the VProcs. Throws std::invalid_argument for bad options,
-  // std::system_error when a thread, a mapping or hwloc fails, and
-  // std::system_error(ENOTSUP) for ShimMode::on until the kernel shim's
-  // blocking detection exists.
+  // Starts the VProcs (and, with ShimMode::on, spare activations and the
+  // block monitor). Throws std::invalid_argument for bad options and
+  // std::system_error when a thread, a mapping or hwloc fails.
   explicit Runtime(Options options = {});
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;

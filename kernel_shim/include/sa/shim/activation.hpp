@@ -1,15 +1,31 @@
 #pragma once
 // Activation: a kernel thread executing on behalf of a processor.
 //
-// States (each says where the activation is and what owns its stack):
-//   Starting -> Running <-> Idle -> Running ... -> Exited
-//   - Starting: created, not yet inside processor_added; in no queue.
+// States (each says where the activation is and who may change it):
+//   - Starting: created, not yet given work; in no queue.
+//   - Spare:    parked in the shim's pool (futex on job_), no processor.
 //   - Running:  executing user code for its processor (fibers and the
 //               scheduler loop); it owns the processor.
-//   - Idle:     parked on a futex in this_processor_is_idle; the processor is
-//               free for other processes.
-//   - Exited:   processor_added returned; the thread is finishing or joined.
-// Transitions go through set_state(), which checks the old state.
+//   - InCall:   Running, inside a blocking call announced through the shim
+//               (enter_call). If the kernel blocks it there, the monitor
+//               moves it to Blocked and a spare takes the processor.
+//   - Blocked:  its call blocked and its processor was given to a spare; the
+//               activation finds this out when the call returns (exit_call)
+//               and gives its fiber back to the scheduler, then turns Spare.
+//   - Idle:     parked on a futex in this_processor_is_idle; the processor
+//               is free for other processes.
+//   - Exited:   the thread is finishing or joined.
+//
+//   Starting -> Spare <-> Running <-> Idle
+//                 ^         |  ^
+//                 |         v  | exit_call (fast path: one CAS)
+//                 |       InCall
+//                 |         | monitor saw it block (CAS)
+//                 +------ Blocked
+//
+// Transitions go through set_state() / try_state(), which check the old
+// state; the two that race (InCall -> Running by the activation, InCall ->
+// Blocked by the monitor) are one CAS each, so exactly one wins.
 
 #include <atomic>
 #include <cstdint>
@@ -18,27 +34,33 @@
 
 namespace sa::shim {
 
-enum class ActivationState : uint8_t { Starting, Running, Idle, Exited };
+enum class ActivationState : uint8_t { Starting, Spare, Running, InCall, Blocked, Idle, Exited };
 
 const char* to_string(ActivationState s) noexcept;
 
 class Activation {
  public:
-  // Starts a kernel thread that pins itself to `cpu` (unless -1), installs an
-  // alternate signal stack (stack overflow reports run on it) and calls
-  // body(). Throws std::system_error when the thread cannot be created.
-  Activation(int vp, int cpu, std::function<void()> body);
+  // Starts a kernel thread that installs an alternate signal stack (stack
+  // overflow reports run on it) and calls body(). Throws std::system_error
+  // when the thread cannot be created.
+  Activation(int id, std::function<void(Activation&)> body);
   Activation(const Activation&) = delete;
   Activation& operator=(const Activation&) = delete;
   ~Activation();  // joins the thread
 
-  int vproc() const noexcept { return vp_; }
-  int cpu() const noexcept { return cpu_; }
+  int id() const noexcept { return id_; }
+  // tid() is the kernel thread id, once the thread has started (else 0).
+  int tid() const noexcept { return tid_.load(std::memory_order_acquire); }
   ActivationState state() const noexcept { return state_.load(std::memory_order_acquire); }
 
   // set_state() moves from `from` to `to`; aborts with a message if the
   // activation was not in `from` (a shim bug, never a user error).
   void set_state(ActivationState from, ActivationState to) noexcept;
+  // try_state() moves from `from` to `to` if it is in `from`; one CAS.
+  bool try_state(ActivationState from, ActivationState to) noexcept;
+
+  // pin() binds the calling activation (must be this one) to `cpu` (-1: no-op).
+  void pin(int cpu) noexcept;
 
   // join() waits for the thread to exit; blocks the kernel thread.
   void join() noexcept;
@@ -46,13 +68,26 @@ class Activation {
   // current() is the activation the calling kernel thread is, or nullptr.
   static Activation* current() noexcept;
 
+  // The processor this activation runs (or last ran); written by the shim.
+  std::atomic<int> vproc{-1};
+  // Job word for a Spare: the shim stores a job and futex-wakes it.
+  std::atomic<uint32_t> job{0};
+  // When the current call started (steady_clock ns), for the monitor.
+  std::atomic<int64_t> call_started_ns{0};
+  // Intrusive link in the shim's spare pool (guarded by the pool lock).
+  Activation* next_spare = nullptr;
+  // For a TakeOver job: whose processor this spare takes, and since when it
+  // was blocked (steady_clock ns); written before the job (release).
+  Activation* takes_over = nullptr;
+  int64_t blocked_at_ns = 0;
+
  private:
   void main();
 
-  int vp_;
-  int cpu_;
-  std::function<void()> body_;
+  const int id_;
+  std::function<void(Activation&)> body_;
   std::atomic<ActivationState> state_{ActivationState::Starting};
+  std::atomic<int> tid_{0};
   std::thread thread_;
 };
 

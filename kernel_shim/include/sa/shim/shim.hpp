@@ -4,32 +4,54 @@
 // Concepts (DESIGN.md, "Vocabulary"):
 //   - A *processor* is a CPU granted to the process; the runtime runs one
 //     VProc on each. The shim knows processors by index, never fibers.
-//   - An *Activation* is a kernel thread executing on behalf of a processor.
+//   - An *Activation* is a kernel thread executing on behalf of a processor
+//     (activation.hpp has its states).
 //   - The shim tells the scheduler what happens to its processors through
-//     *upcalls* (UpcallHandler) and takes requests through *downcalls*
-//     (this_processor_is_idle, wake_processor).
+//     *upcalls* (UpcallHandler) and takes requests through *downcalls*.
 //
-// What exists today (ShimMode::off, plain M:N): one activation per processor,
-// pinned to its CPU, started with the processor_added upcall and running the
-// scheduler until it returns. An idle processor parks its activation on a
-// futex through this_processor_is_idle; wake_processor hands it back. The
-// blocked / unblocked / preempted upcalls, spare activations and the perf and
-// userfaultfd detectors come with the kernel_shim and preemption issues and
-// plug in here: the runtime already reaches the kernel only through this
-// header.
+// Two modes:
+//   - plain (ShimMode::off): one activation per processor, started with the
+//     processor_added upcall; a blocked activation keeps its processor.
+//   - activations (ShimMode::on): also a pool of spare activations and a
+//     BlockMonitor. A blocking call is announced with enter_call() /
+//     exit_call() (Go's entersyscall / exitsyscall): one CAS each way when
+//     the call does not block. When the kernel blocks the activation inside
+//     the call, the monitor sees it (a PERF_RECORD_SWITCH switch-out record,
+//     or, without perf, the fallback's /proc task state) and hands the
+//     processor to a spare, which upcalls activation_blocked and runs the
+//     scheduler there. When the call returns, exit_call() finds its
+//     processor gone and upcalls activation_unblocked on the returning
+//     activation; the scheduler gives its fiber back to a ready queue and the
+//     activation returns to the pool. So at most one activation runs user
+//     code per processor (I1) and a blocked call holds no processor (I3).
 //
-// Invariant I1 (no oversubscription) holds trivially in this mode: exactly one
-// activation per processor ever executes user code.
+// Handoff protocol (one processor `vp`, activation `a` running it):
+//   1. a: enter_call(): state Running -> InCall (CAS); call starts.
+//   2. kernel blocks a; monitor reads the switch-out record.
+//   3. monitor: takes a spare s from the pool (if it is empty, starts one, up
+//      to max_activations, and retries when it has joined the pool; past the
+//      limit, counts pool_exhausted and leaves vp blocked), then CAS a
+//      InCall -> Blocked. If that fails, a already returned: s goes back to
+//      the pool.
+//   4. monitor: s.job = TakeOver(vp); futex-wake s; s upcalls
+//      activation_blocked(vp, a) and runs vp's scheduler.
+//   5. a's call returns; exit_call(): CAS InCall -> Running. Success: nothing
+//      happened (fast path). Failure: a is Blocked, so vp is s's now; a moves
+//      to Running and upcalls activation_unblocked(a): the scheduler requeues
+//      the calling fiber and makes a's upcall that ran vp return; a -> Spare.
 //
-// Rejected: letting the runtime create its own threads and call futex
-// directly. Every later mechanism (spare activations taking over a processor,
-// holding a woken activation until a processor is free) needs the one place
-// that knows which kernel thread carries which processor, so that place is
-// here from the start.
+// Rejected: (a) a Go-style sysmon that polls every activation every 20 µs:
+// it burns a CPU whenever a call is in flight and cannot see page faults;
+// it remains as the fallback when perf_event_open is refused. (b) Handing off
+// on entry to every announced call: a thread switch for calls that mostly
+// return at once. (c) Catching unannounced blocking (raw syscalls, page
+// faults) by holding the woken activation in a signal handler: needs every
+// runtime entry to check processor ownership; it is the next step (issue 4).
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <sa/shim/activation.hpp>
@@ -53,39 +75,89 @@ class IdleWait {
   virtual void wake() noexcept = 0;
 };
 
-// The scheduler's side of the upcalls.
+// The scheduler's side of the upcalls. Each runs on an activation.
 class UpcallHandler {
  public:
   virtual ~UpcallHandler() = default;
-  // processor_added(vp) runs processor `vp` on the calling activation; the
-  // activation exits when it returns. Called once per processor at start-up.
+  // processor_added(vp) runs processor `vp` on the calling activation until
+  // the runtime stops or the processor moves to another activation.
   virtual void processor_added(int vp) noexcept = 0;
+  // activation_blocked(vp, a) runs on a spare: `a` blocked in a call while
+  // running `vp`; run `vp` here (as processor_added does).
+  virtual void activation_blocked(int vp, Activation& blocked) noexcept = 0;
+  // activation_unblocked(a) runs on `a` itself when its call returned after
+  // its processor was given away: give the calling fiber back to the
+  // scheduler. Returns when that fiber is resumed (on some activation).
+  virtual void activation_unblocked(Activation& a) noexcept = 0;
 };
 
 struct ShimOptions {
-  int processors = 0;           // processors to run; > 0
-  bool pin = true;              // pin processor i to CPU cpus()[i % cpus().size()]
-  std::vector<int> cpus;        // OS CPU indices (from Topology)
+  int processors = 0;            // processors to run; > 0
+  bool pin = true;               // pin processor i to CPU cpus[i % cpus.size()]
+  std::vector<int> cpus;         // OS CPU indices (from Topology)
+  bool activations = false;      // ShimMode::on: replace blocked activations
+  int spares = 2;                // spare activations started up front (activations mode)
+  int max_activations = 0;       // 0: 4 * processors + 8
+  bool use_perf = true;          // false: the fallback monitor even if perf works
 };
+
+// A histogram of latencies in power-of-two microsecond buckets:
+// bucket i counts values in [2^(i-1), 2^i) µs (bucket 0: < 1 µs).
+struct LatencyHistogram {
+  static constexpr int kBuckets = 24;
+  uint64_t buckets[kBuckets] = {};
+  uint64_t count() const noexcept;
+  // percentile() is the upper bound (µs) of the bucket holding the p-th
+  // percentile (0 < p <= 100); 0 if empty.
+  double percentile(double p) const noexcept;
+};
+
+struct ShimStats {
+  bool activations = false;       // activations mode on
+  bool perf = false;              // blocking seen through perf records (else the fallback)
+  uint64_t processor_added = 0;   // upcalls
+  uint64_t activation_blocked = 0;
+  uint64_t activation_unblocked = 0;
+  uint64_t calls = 0;             // enter_call()s
+  uint64_t pool_exhausted = 0;    // blocked calls left holding their processor
+  int activations_started = 0;    // kernel threads started so far
+  int activations_high_water = 0;
+  int running = 0;                // activations Running now (I1: <= processors)
+  LatencyHistogram handoff_us;    // block (kernel record) -> spare running the scheduler
+};
+
+class BlockMonitor;
 
 class Shim {
  public:
   Shim(ShimOptions options, UpcallHandler& handler);
   Shim(const Shim&) = delete;
   Shim& operator=(const Shim&) = delete;
-  ~Shim();  // joins the activations (start() callers must make them return first)
+  ~Shim();  // stops and joins everything (the runtime's loops must have returned)
 
-  // start() starts one activation per processor, each upcalling
-  // processor_added(vp). Throws std::system_error if a thread cannot start
-  // (the ones started are joined first). Never blocks.
+  // start() starts one activation per processor (upcalling processor_added)
+  // and, in activations mode, the spares and the monitor. Throws
+  // std::system_error if a thread cannot start. Never blocks.
   void start();
 
-  // join() waits for every activation to exit; blocks the calling kernel thread.
-  void join() noexcept;
+  // stop() makes spares and activations returning to the pool exit, then
+  // joins them all; blocks the calling kernel thread. Call after every
+  // processor_added / activation_blocked upcall was made to return.
+  void stop() noexcept;
 
   int processors() const noexcept { return options_.processors; }
+  bool activations_mode() const noexcept { return options_.activations; }
   // cpu_of(vp) is the CPU processor `vp` is pinned to, or -1 when unpinned.
   int cpu_of(int vp) const noexcept;
+
+  // Downcall: the calling activation starts a call that may block. Returns
+  // false (and does nothing) outside activations mode or off an activation.
+  // Never blocks.
+  bool enter_call() noexcept;
+  // Downcall: the call announced by enter_call() returned. If its processor
+  // was given away meanwhile, upcalls activation_unblocked first (the
+  // calling fiber then resumes later, maybe elsewhere).
+  void exit_call() noexcept;
 
   // Downcall: processor `vp` has nothing to do. Parks the calling activation
   // (which must run `vp`) while `word` holds `idle_value`, until
@@ -100,10 +172,45 @@ class Shim {
   // blocks.
   void wake_processor(int vp, const std::atomic<uint32_t>& word, IdleWait* alt = nullptr) noexcept;
 
+  // stats() reads the counters; never blocks the fibers (takes a short lock).
+  ShimStats stats() const;
+
+  // --- for the BlockMonitor ---
+  // handoff() gives the processor of InCall activation `a` to a spare
+  // (protocol steps 3-4); `blocked_at_ns` is when it blocked. Returns false
+  // if no spare is free yet but one is starting: call again soon.
+  bool handoff(Activation& a, int64_t blocked_at_ns) noexcept;
+  // for_each_activation() visits every started activation (under a lock).
+  template <class F>
+  void for_each_activation(F f) const {
+    std::lock_guard g(lock_);
+    for (const auto& a : all_) f(*a);
+  }
+
  private:
+  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3 };
+  static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 2; }
+
+  void run(Activation& a) noexcept;  // an activation's life
+  Activation* start_activation(uint32_t job);  // under lock_
+  Activation* take_spare() noexcept;
+  void return_spare(Activation& a) noexcept;
+  void record_handoff(int64_t blocked_at_ns) noexcept;
+
   ShimOptions options_;
   UpcallHandler& handler_;
-  std::vector<std::unique_ptr<Activation>> activations_;
+  std::unique_ptr<BlockMonitor> monitor_;
+
+  mutable std::mutex lock_;                   // guards all_, spares_
+  std::vector<std::unique_ptr<Activation>> all_;
+  Activation* spares_ = nullptr;              // intrusive stack (Activation::next_spare)
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> starting_{0};             // started, not yet in the pool
+  std::atomic<bool> warned_exhausted_{false};
+
+  std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0};
+  std::atomic<int> high_water_{0};
+  std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
 };
 
 }  // namespace sa::shim

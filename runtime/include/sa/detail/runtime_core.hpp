@@ -28,8 +28,15 @@ class RuntimeCore final : public shim::UpcallHandler {
   explicit RuntimeCore(const Options& options);
   ~RuntimeCore() override;
 
-  // Upcall: run processor `vp` on the calling activation until stop().
+  // Upcall: run processor `vp` on the calling activation until stop() or
+  // until it moves to another activation.
   void processor_added(int vp) noexcept override;
+  // Upcall, on a spare: `blocked` blocked in a call while running `vp`; run
+  // `vp` here.
+  void activation_blocked(int vp, shim::Activation& blocked) noexcept override;
+  // Upcall, on `a`: its call returned after its VProc went to a spare. The
+  // calling fiber goes back to a ready queue; `a` leaves its loop.
+  void activation_unblocked(shim::Activation& a) noexcept override;
 
   // start() puts a new fiber (refs, id set) into a ready queue; any thread.
   void start(FiberCtl* f) noexcept;
@@ -85,6 +92,11 @@ void ready(FiberCtl* f, bool run_next = true) noexcept;
 // given, is held by the caller and released once the wait is set up. In a
 // fiber it blocks the fiber only; outside the runtime it blocks the thread.
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
+
+// blocking_enter() / blocking_exit() bracket a call that may block the
+// kernel thread (sa::blocking). Outside ShimMode::on they cost a branch.
+bool blocking_enter() noexcept;
+void blocking_exit() noexcept;
 
 // yield() lets the other ready fibers of this VProc run; outside the
 // runtime it yields the thread.

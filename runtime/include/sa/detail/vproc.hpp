@@ -137,6 +137,9 @@ class VProc {
   uint32_t steal_start_ = 0;
 };
 
+// activation_loop_context() is the calling activation's scheduler context.
+SchedulerContext& activation_loop_context() noexcept;
+
 // current_vproc() is the VProc the calling kernel thread runs, or null
 // outside the runtime. Not inlined: a fiber may resume on another thread, and
 // a cached thread-local address would then point at the old one.

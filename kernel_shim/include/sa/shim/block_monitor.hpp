@@ -1,0 +1,73 @@
+#pragma once
+// BlockMonitor: tells the shim when an activation that announced a call
+// (InCall) has been blocked by the kernel.
+//
+// Primary: one perf_event_open(PERF_COUNT_SW_DUMMY, context_switch=1,
+// exclude_kernel=1) per activation, opened on the activation's own thread,
+// with watermark=1 / wakeup_watermark=1 so every record wakes the monitor
+// thread's poll() (DESIGN.md: the settings tried here). A PERF_RECORD_SWITCH
+// switch-out without PERF_RECORD_MISC_SWITCH_OUT_PREEMPT is a block; records
+// of activations that are not InCall (idle futex waits, spares) are ignored.
+// Records carry CLOCK_MONOTONIC times (use_clockid), so the shim can measure
+// the handoff latency from the block itself.
+//
+// Fallback, when perf_event_open is refused (EACCES, ENOSYS, paranoid 3) or
+// disabled: while some activation is InCall, the monitor wakes every 50 µs
+// and reads /proc/self/task/<tid>/stat of each activation that has been
+// InCall for 50 µs or more; 'S' or 'D' means blocked. It warns once.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <sa/shim/activation.hpp>
+
+namespace sa::shim {
+
+class Shim;
+
+class BlockMonitor {
+ public:
+  // Starts the monitor thread. `use_perf` false forces the fallback.
+  BlockMonitor(Shim& shim, bool use_perf);
+  BlockMonitor(const BlockMonitor&) = delete;
+  BlockMonitor& operator=(const BlockMonitor&) = delete;
+  ~BlockMonitor();  // stops and joins the monitor thread, closes every fd
+
+  // attach() starts watching the calling activation `a` (from its thread).
+  void attach(Activation& a) noexcept;
+  // detach() stops watching `a` (from its thread, before it exits).
+  void detach(Activation& a) noexcept;
+  // call_started() tells the fallback that an activation entered a call.
+  void call_started() noexcept;
+
+  // perf() is true while blocking is seen through perf records.
+  bool perf() const noexcept { return perf_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Watch;
+  struct Pending {
+    Activation* a;
+    int64_t blocked_at_ns;
+  };
+  void run() noexcept;
+  // drain() reads w's records; true if they end with `a` blocked in its call.
+  bool drain(Watch& w, int64_t& blocked_at) noexcept;
+  void scan_fallback() noexcept;
+  void kick() noexcept;
+
+  Shim& shim_;
+  std::atomic<bool> perf_;
+  std::atomic<bool> stopping_{false};
+  int wake_fd_ = -1;  // eventfd: attach/detach/stop/call_started
+  std::mutex lock_;   // guards watches_, dirty_
+  std::vector<std::unique_ptr<Watch>> watches_;
+  bool dirty_ = true;
+  std::vector<Pending> pending_;  // blocked, waiting for a spare (monitor thread only)
+  std::thread thread_;
+};
+
+}  // namespace sa::shim
