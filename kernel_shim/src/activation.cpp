@@ -54,7 +54,11 @@ const char* to_string(ActivationState s) noexcept {
     case ActivationState::Starting: return "Starting";
     case ActivationState::Spare: return "Spare";
     case ActivationState::Running: return "Running";
+    case ActivationState::User: return "User";
     case ActivationState::InCall: return "InCall";
+    case ActivationState::Lost: return "Lost";
+    case ActivationState::Held: return "Held";
+    case ActivationState::Leaving: return "Leaving";
     case ActivationState::Blocked: return "Blocked";
     case ActivationState::Idle: return "Idle";
     case ActivationState::Exited: return "Exited";

@@ -171,9 +171,18 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
   // release: the kernel may reuse what we read.
   __atomic_store_n(&meta->data_tail, tail, __ATOMIC_RELEASE);
   Activation* a = w.a;
+  if (!a) return false;
+  const ActivationState state = a->state();
+  if (last == 2 && state == ActivationState::Lost && !a->signalled.exchange(true)) {
+    // Step 6: it woke while its processor is elsewhere: make it hold.
+    a->woke_at_ns.store(static_cast<int64_t>(last_time), std::memory_order_relaxed);
+    ::syscall(SYS_tgkill, ::getpid(), a->tid(), Shim::kHoldSignal());
+    return false;
+  }
   blocked_at = static_cast<int64_t>(last_time);
-  return a && last == 1 && a->state() == ActivationState::InCall &&
-         blocked_at >= a->call_started_ns.load(std::memory_order_relaxed);
+  if (last != 1) return false;
+  if (state == ActivationState::InCall) return blocked_at >= a->call_started_ns.load(std::memory_order_relaxed);
+  return state == ActivationState::User;
 }
 
 void BlockMonitor::scan_fallback() noexcept {
@@ -182,6 +191,11 @@ void BlockMonitor::scan_fallback() noexcept {
     if (a.state() == ActivationState::InCall &&
         now - a.call_started_ns.load(std::memory_order_relaxed) >= kFallbackPeriodNs && task_sleeping(a.tid()))
       pending_.push_back(Pending{&a, a.call_started_ns.load(std::memory_order_relaxed)});
+    // A Lost activation that is running again must hold (step 6).
+    if (a.state() == ActivationState::Lost && !task_sleeping(a.tid()) && !a.signalled.exchange(true)) {
+      a.woke_at_ns.store(now, std::memory_order_relaxed);
+      ::syscall(SYS_tgkill, ::getpid(), a.tid(), Shim::kHoldSignal());
+    }
   });
 }
 
@@ -224,7 +238,10 @@ void BlockMonitor::run() noexcept {
     if (!perf()) scan_fallback();
     // Hand off outside our lock: the shim may start an activation, which
     // attaches to us. Keep the ones that wait for a spare.
-    std::erase_if(pending_, [this](const Pending& p) { return shim_.handoff(*p.a, p.blocked_at_ns); });
+    std::erase_if(pending_, [this](Pending& p) {
+      if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
+      return shim_.handoff(*p.a, p.blocked_at_ns);
+    });
   }
 }
 

@@ -2,7 +2,10 @@
 
 #include <sa/shim/shim.hpp>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <mutex>
 #include <stdexcept>
 
 #include <sa/shim/block_monitor.hpp>
@@ -52,6 +55,7 @@ int Shim::cpu_of(int vp) const noexcept {
 Activation* Shim::start_activation(uint32_t job) {
   const int id = static_cast<int>(all_.size());
   all_.push_back(std::make_unique<Activation>(id, [this, job](Activation& a) {
+    a.shim = this;
     a.job.store(job, std::memory_order_relaxed);
     run(a);
   }));
@@ -64,7 +68,10 @@ Activation* Shim::start_activation(uint32_t job) {
 
 void Shim::start() {
   std::lock_guard g(lock_);
-  if (options_.activations) monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
+  if (options_.activations) {
+    install_hold_handler();
+    monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
+  }
   for (int vp = 0; vp < options_.processors; ++vp) start_activation(make_job(kAdded, vp));
   if (options_.activations)
     for (int i = 0; i < options_.spares && static_cast<int>(all_.size()) < options_.max_activations; ++i)
@@ -118,12 +125,12 @@ void Shim::run(Activation& a) noexcept {
       }
       futex_wait(a.job, kNone);
     }
-    if ((job & 3) == kExit) break;
-    const int vp = static_cast<int>(job >> 2);
+    if (kind_of(job) == kExit) break;
+    const int vp = vp_of(job);
     a.set_state(state, ActivationState::Running);
     a.vproc.store(vp, std::memory_order_relaxed);
     a.pin(cpu_of(vp));
-    if ((job & 3) == kAdded) {
+    if (kind_of(job) == kAdded) {
       n_added_.fetch_add(1, std::memory_order_relaxed);
       handler_.processor_added(vp);
     } else {
@@ -132,7 +139,8 @@ void Shim::run(Activation& a) noexcept {
       handler_.activation_blocked(vp, *a.takes_over);
     }
     // The upcall returned: the runtime stopped, or the processor moved on.
-    a.set_state(ActivationState::Running, ActivationState::Spare);
+    if (!a.try_state(ActivationState::Leaving, ActivationState::Spare))
+      a.set_state(ActivationState::Running, ActivationState::Spare);
     state = ActivationState::Spare;
     if (stopping_.load(std::memory_order_seq_cst)) break;
     return_spare(a);
@@ -157,8 +165,25 @@ void Shim::return_spare(Activation& a) noexcept {
 }
 
 bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
-  if (stopping_.load(std::memory_order_seq_cst) || a.state() != ActivationState::InCall) return true;
+  const ActivationState from = a.state();
+  if (stopping_.load(std::memory_order_seq_cst) ||
+      (from != ActivationState::InCall && from != ActivationState::User))
+    return true;
   Activation* s = take_spare();
+  if (!s && from == ActivationState::InCall) {
+    // No spare: a held activation is as good a taker as a spare.
+    if (Activation* h = take_held()) {
+      if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
+        std::lock_guard g(lock_);
+        held_.insert(held_.begin(), h);
+        n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
+        return true;
+      }
+      handler_.processor_taken(a.vproc.load(std::memory_order_relaxed), a);
+      give_processor(*h, a.vproc.load(std::memory_order_relaxed));
+      return true;
+    }
+  }
   if (!s) {
     std::lock_guard g(lock_);
     if (static_cast<int>(all_.size()) < options_.max_activations) {
@@ -173,18 +198,29 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
       }
       return false;
     }
-    n_exhausted_.fetch_add(1, std::memory_order_relaxed);
+    if (!a.exhausted_counted) {
+      a.exhausted_counted = true;
+      n_exhausted_.fetch_add(1, std::memory_order_relaxed);
+    }
     if (!warned_exhausted_.exchange(true))
       std::fprintf(stderr,
                    "sa: all %d activations are in use; a blocked call keeps its processor "
                    "(raise the activation limit)\n",
                    options_.max_activations);
+    // A blocked announced call is retried while it stays blocked: a held
+    // activation may come to take its processor. An unannounced block is
+    // not: the activation may be running again by then.
+    return from != ActivationState::InCall;
+  }
+  a.signalled.store(false, std::memory_order_relaxed);
+  a.woke_at_ns.store(0, std::memory_order_relaxed);
+  a.exhausted_counted = false;
+  const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
+  if (!a.try_state(from, to)) {
+    return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
   }
-  if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
-    return_spare(*s);  // the call returned first: nothing to do
-    return true;
-  }
+  handler_.processor_taken(a.vproc.load(std::memory_order_relaxed), a);
   s->takes_over = &a;
   s->blocked_at_ns = blocked_at_ns;
   // release: takes_over and blocked_at_ns before the job.
@@ -204,11 +240,117 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
   return true;
 }
 
-void Shim::record_handoff(int64_t blocked_at_ns) noexcept {
-  int64_t us = (now_ns() - blocked_at_ns) / 1000;
+namespace {
+
+void record(std::atomic<uint64_t>* buckets, int64_t since_ns) noexcept {
+  int64_t us = (now_ns() - since_ns) / 1000;
   int bucket = 0;
   while (bucket < LatencyHistogram::kBuckets - 1 && us >= (int64_t{1} << bucket)) ++bucket;
-  handoff_buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+  buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+}
+
+void on_hold_signal(int) {
+  const int saved = errno;  // the interrupted code may be about to read it
+  Activation* a = Activation::current();
+  if (a && a->state() == ActivationState::Lost && a->shim->hold(*a))
+    a->set_state(ActivationState::Held, ActivationState::User);
+  errno = saved;
+}
+
+}  // namespace
+
+void Shim::install_hold_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = &on_hold_signal;
+    // No SA_ONSTACK: a held activation parks in the handler, on its fiber's
+    // stack, not on the per-thread alternate stack. SA_RESTART: the code we
+    // interrupt does not see EINTR.
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(kHoldSignal(), &sa, nullptr);
+  });
+}
+
+int Shim::kHoldSignal() noexcept { return SIGRTMIN + 7; }
+
+void Shim::record_handoff(int64_t blocked_at_ns) noexcept { record(handoff_buckets_, blocked_at_ns); }
+
+bool Shim::enter_runtime() noexcept {
+  Activation* a = Activation::current();
+  if (!a) return false;
+  for (;;) {
+    switch (a->state()) {
+      case ActivationState::User:
+        // The monitor may move us to Lost meanwhile: then loop and hold.
+        if (a->try_state(ActivationState::User, ActivationState::Running)) return true;
+        break;
+      case ActivationState::Lost:
+        if (a->shim->hold(*a)) {
+          a->set_state(ActivationState::Held, ActivationState::Running);
+          return true;
+        }
+        break;
+      default:
+        return false;  // already in the runtime (or plain mode)
+    }
+  }
+}
+
+void Shim::leave_runtime() noexcept { Activation::current()->set_state(ActivationState::Running, ActivationState::User); }
+
+void Shim::to_user() noexcept {
+  Activation* a = Activation::current();
+  if (a && a->shim && a->shim->options_.activations)
+    a->set_state(ActivationState::Running, ActivationState::User);
+}
+
+bool Shim::hold(Activation& a) noexcept {
+  if (!a.try_state(ActivationState::Lost, ActivationState::Held)) return false;
+  n_held_.fetch_add(1, std::memory_order_relaxed);
+  if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed)) record(held_buckets_, woke);
+  {
+    std::lock_guard g(lock_);
+    held_.push_back(&a);
+    n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  if (monitor_) monitor_->call_started();  // it may give us a blocked activation's processor
+  handler_.activation_held(a);
+  return true;
+}
+
+Activation* Shim::take_held() noexcept {
+  if (!has_held()) return nullptr;
+  std::lock_guard g(lock_);
+  if (held_.empty()) return nullptr;
+  Activation* a = held_.front();
+  held_.erase(held_.begin());
+  n_waiting_held_.fetch_sub(1, std::memory_order_seq_cst);
+  return a;
+}
+
+int Shim::wait_for_processor(Activation& a) noexcept {
+  for (;;) {
+    // acquire: see what the handing activation did to the processor.
+    uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
+    if (kind_of(job) == kResume) {
+      const int vp = vp_of(job);
+      a.vproc.store(vp, std::memory_order_relaxed);
+      a.pin(cpu_of(vp));
+      return vp;
+    }
+    futex_wait(a.job, kNone);
+  }
+}
+
+void Shim::give_processor(Activation& a, int vp) noexcept {
+  // The caller, if it is the activation running `vp`, stops owning it before
+  // `a` starts (I1). (The monitor is no activation.)
+  if (Activation* self = Activation::current()) self->set_state(ActivationState::Running, ActivationState::Leaving);
+  // release: the processor's state, set up for `a`, before the job.
+  a.job.store(make_job(kResume, vp), std::memory_order_release);
+  futex_wake(a.job, 1);
 }
 
 bool Shim::enter_call() noexcept {
@@ -217,6 +359,7 @@ bool Shim::enter_call() noexcept {
   if (!a) return false;
   n_calls_.fetch_add(1, std::memory_order_relaxed);
   a->call_started_ns.store(now_ns(), std::memory_order_relaxed);
+  a->exhausted_counted = false;
   a->set_state(ActivationState::Running, ActivationState::InCall);
   if (monitor_ && !monitor_->perf()) monitor_->call_started();
   return true;
@@ -226,7 +369,7 @@ void Shim::exit_call() noexcept {
   Activation* a = Activation::current();
   if (a->try_state(ActivationState::InCall, ActivationState::Running)) return;  // fast path
   // Protocol step 5: our processor went to a spare while we were blocked.
-  a->set_state(ActivationState::Blocked, ActivationState::Running);
+  a->set_state(ActivationState::Blocked, ActivationState::Leaving);
   n_unblocked_.fetch_add(1, std::memory_order_relaxed);
   handler_.activation_unblocked(*a);
 }
@@ -261,12 +404,18 @@ ShimStats Shim::stats() const {
   s.activation_unblocked = n_unblocked_.load(std::memory_order_relaxed);
   s.calls = n_calls_.load(std::memory_order_relaxed);
   s.pool_exhausted = n_exhausted_.load(std::memory_order_relaxed);
+  s.held = n_held_.load(std::memory_order_relaxed);
+  for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
+    s.held_window_us.buckets[i] = held_buckets_[i].load(std::memory_order_relaxed);
   s.activations_high_water = high_water_.load(std::memory_order_relaxed);
   for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
     s.handoff_us.buckets[i] = handoff_buckets_[i].load(std::memory_order_relaxed);
   std::lock_guard g(lock_);
   s.activations_started = static_cast<int>(all_.size());
-  for (const auto& a : all_) s.running += a->state() == ActivationState::Running ? 1 : 0;
+  for (const auto& a : all_) {
+    const ActivationState st = a->state();
+    s.running += st == ActivationState::Running || st == ActivationState::User || st == ActivationState::InCall;
+  }
   return s;
 }
 

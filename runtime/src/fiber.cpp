@@ -118,6 +118,7 @@ RuntimeCore& core_of_current(const char* what) {
 }
 
 FiberCtl* launch(RuntimeCore& core, SpawnOptions options, FiberCtl* ctl) {
+  RuntimeSection section;
   if (options.vproc < -1 || options.vproc >= core.size()) {
     delete ctl;
     throw std::invalid_argument("sa::spawn: SpawnOptions::vproc " + std::to_string(options.vproc) +

@@ -81,7 +81,10 @@ Stats Runtime::stats() const {
                      .activations_running = k.running,
                      .handoffs = k.handoff_us.count(),
                      .handoff_p50_us = k.handoff_us.percentile(50),
-                     .handoff_p99_us = k.handoff_us.percentile(99)};
+                     .handoff_p99_us = k.handoff_us.percentile(99),
+                     .held = k.held,
+                     .held_window_p50_us = k.held_window_us.percentile(50),
+                     .held_window_p99_us = k.held_window_us.percentile(99)};
   s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
   s.fibers_live = core_->live.load(std::memory_order_relaxed);
   return s;

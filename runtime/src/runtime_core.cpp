@@ -65,16 +65,48 @@ RuntimeCore::~RuntimeCore() {
 }
 
 void RuntimeCore::processor_added(int vp) noexcept {
-  VProc& v = vproc(vp);
-  set_current_vproc(&v);
-  v.loop();
+  set_current_vproc(&vproc(vp));
+  // The loop returns when the runtime stops, when our VProc went elsewhere
+  // (current VProc null), or when this activation, held, was handed another
+  // VProc (current VProc changed): then run that one.
+  while (VProc* v = current_vproc()) {
+    v->loop();
+    if (current_vproc() == v) break;
+  }
   set_current_vproc(nullptr);
 }
 
+void RuntimeCore::processor_taken(int vp, shim::Activation& a) noexcept {
+  // The blocked activation keeps its fiber; remember it and its scheduler
+  // context, to give it a VProc again if it is held. Nobody runs `vp` now.
+  const VProc& v = vproc(vp);
+  a.user_fiber = v.current;
+  a.loop_context = v.loop_ctx;
+}
+
 void RuntimeCore::activation_blocked(int vp, shim::Activation&) noexcept {
-  // The blocked activation's fiber stays with it; everything else on the
-  // VProc (queues, timers, reactor) carries on here.
+  // The blocked activation keeps its fiber; everything else on the VProc
+  // (queues, timers, reactor) carries on here.
   processor_added(vp);
+}
+
+void RuntimeCore::activation_held(shim::Activation& a) noexcept {
+  set_current_vproc(nullptr);  // our old VProc is another activation's
+  wake_idle();                 // a sleeping VProc comes to hand itself over
+  VProc& v = vproc(shim_->wait_for_processor(a));
+  // Nobody else runs `v` now (its activation left it, or is blocked in a
+  // call): resume our fiber on it, with our own loop context.
+  v.current = static_cast<FiberCtl*>(a.user_fiber);
+  v.loop_ctx = static_cast<FiberCtl*>(a.loop_context);
+  set_current_vproc(&v);
+}
+
+bool RuntimeCore::hand_to_held(VProc& v) noexcept {
+  shim::Activation* a = shim_->take_held();
+  if (!a) return false;
+  set_current_vproc(nullptr);  // we leave `v` before the held one takes it
+  shim_->give_processor(*a, v.index);
+  return true;
 }
 
 namespace {
@@ -90,6 +122,7 @@ void post_requeue(FiberCtl* prev, void*) noexcept { ready(prev); }
 }  // namespace
 
 void RuntimeCore::activation_unblocked(shim::Activation&) noexcept {
+  // (Leaving here: no processor; the fiber goes back to a ready queue.)
   FiberCtl* self = tl_call_fiber;
   set_current_vproc(nullptr);  // our VProc runs on another activation now
   self->set_state(FiberState::Running, FiberState::Parked);
@@ -105,9 +138,14 @@ bool blocking_enter() noexcept {
   }
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber() || !vp->core.shim().activations_mode()) return false;
+  const bool entered = shim::Shim::enter_runtime();  // User -> Running (holds first if Lost)
+  vp = current_vproc();                              // a hold may have moved us
   tl_call_fiber = vp->current;
   tl_call_shim = &vp->core.shim();
-  if (!tl_call_shim->enter_call()) return false;
+  if (!tl_call_shim->enter_call()) {
+    if (entered) shim::Shim::leave_runtime();
+    return false;
+  }
   tl_call_depth = 1;
   return true;
 }
@@ -117,6 +155,7 @@ void blocking_exit() noexcept {
   // The thread-locals are this activation's: read them before exit_call(),
   // after which the fiber may be running on another activation.
   tl_call_shim->exit_call();
+  shim::Shim::leave_runtime();  // Running -> User, on whichever activation we are
 }
 
 void RuntimeCore::start(FiberCtl* f) noexcept {

@@ -76,6 +76,7 @@ bool try_wake(Waiter* w, WaitState how) noexcept {
 }
 
 void ready(FiberCtl* f, bool run_next) noexcept {
+  RuntimeSection section;
   f->set_state(FiberState::Parked, FiberState::Ready);
   RuntimeCore& core = *f->core;
   VProc* vp = current_vproc();
@@ -95,6 +96,7 @@ void ready(FiberCtl* f, bool run_next) noexcept {
 }
 
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) return park_thread(w, lock, deadline_ns);
   FiberCtl* self = vp->current;
@@ -113,6 +115,7 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
 }
 
 void yield() noexcept {
+  RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) {
     ::sched_yield();
@@ -133,11 +136,13 @@ void fiber_entry(bctx::transfer_t t) noexcept {
   sanitizer_enter(nullptr);
   complete_switch(t);
   FiberCtl* self = current_vproc()->current;
+  shim::Shim::to_user();  // the fiber's own code starts
   try {
     self->invoke();
   } catch (...) {
     self->error = std::current_exception();
   }
+  shim::Shim::enter_runtime();  // and ends: Running for good
   complete(self);
   current_vproc()->switch_from(self, &post_exit, nullptr, /*self_dies=*/true);
   __builtin_unreachable();

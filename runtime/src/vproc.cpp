@@ -30,6 +30,7 @@ __attribute__((noinline, noipa)) VProc* current_vproc() noexcept { return tl_vpr
 __attribute__((noinline, noipa)) void set_current_vproc(VProc* vp) noexcept { tl_vproc = vp; }
 
 Poller& install_poller(std::unique_ptr<Poller> p) {
+  RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) throw std::logic_error("sa: install_poller called outside a fiber");
   if (vp->poller_owner) throw std::logic_error("sa: VProc " + std::to_string(vp->index) + " has a poller already");
@@ -45,6 +46,9 @@ Poller* poller_of_current() noexcept {
 }
 
 FiberCtl* current_fiber() noexcept {
+  // A Lost activation holds here first, or it would read the fiber of the
+  // activation that took its VProc.
+  { RuntimeSection gate; }
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) return nullptr;
   return vp->current;
@@ -116,6 +120,9 @@ FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
 }
 
 FiberCtl* VProc::pick_local() noexcept {
+  // A held activation waits for a processor: go through the loop, which
+  // hands this one over.
+  if (core.has_held()) return nullptr;
   for (;;) {
     FiberCtl* f = nullptr;
     const uint32_t tick = ++tick_;
@@ -167,6 +174,7 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       return nullptr;
     }
+    if (core.has_held() && core.hand_to_held(*this)) return nullptr;  // we left this VProc
     if (!timers.empty()) timers.fire_expired(now_ns());
     Poller* p = poller.load(std::memory_order_relaxed);
     if (p) p->poll();
@@ -183,7 +191,7 @@ FiberCtl* VProc::find_runnable() noexcept {
         if (p) p->poll();
         if ((f = inbox.pop()) || (f = runq.pop()) || (f = steal()) || (f = core.global.pop())) break;
         const int64_t now = now_ns();
-        if (now >= until || timers.next_deadline() <= now || core.stopping()) break;
+        if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held()) break;
         SA_CPU_RELAX();
       }
     }

@@ -33,6 +33,8 @@ struct Recorder final : sa::shim::UpcallHandler {
   }
   void activation_blocked(int, sa::shim::Activation&) noexcept override { ++mismatch; }
   void activation_unblocked(sa::shim::Activation&) noexcept override { ++mismatch; }
+  void activation_held(sa::shim::Activation&) noexcept override { ++mismatch; }
+  void processor_taken(int, sa::shim::Activation&) noexcept override { ++mismatch; }
 };
 
 }  // namespace
@@ -74,6 +76,8 @@ TEST_CASE("this_processor_is_idle returns at its deadline") {
     }
     void activation_blocked(int, sa::shim::Activation&) noexcept override {}
     void activation_unblocked(sa::shim::Activation&) noexcept override {}
+    void activation_held(sa::shim::Activation&) noexcept override {}
+    void processor_taken(int, sa::shim::Activation&) noexcept override {}
   } h;
   sa::shim::Shim shim({.processors = 1, .pin = false, .cpus = topo.cpus()}, h);
   h.shim = &shim;

@@ -74,6 +74,9 @@ struct ShimStats {
   uint64_t handoffs = 0;           // measured handoffs (= activation_blocked)
   double handoff_p50_us = 0;       // block -> spare running the VProc, bucket upper bounds
   double handoff_p99_us = 0;
+  uint64_t held = 0;               // activations held after an unannounced block
+  double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
+  double held_window_p99_us = 0;
 };
 
 struct Stats {

@@ -4,24 +4,39 @@
 // States (each says where the activation is and who may change it):
 //   - Starting: created, not yet given work; in no queue.
 //   - Spare:    parked in the shim's pool (futex on job_), no processor.
-//   - Running:  executing user code for its processor (fibers and the
-//               scheduler loop); it owns the processor.
-//   - InCall:   Running, inside a blocking call announced through the shim
+//   - Running:  executing the runtime for its processor (the scheduler loop,
+//               or a fiber inside a runtime call); it owns the processor.
+//   - User:     executing a fiber's own code (activations mode only); it
+//               owns the processor. Only here may an unannounced block hand
+//               the processor away: the runtime's own state is consistent.
+//   - InCall:   inside a blocking call announced through the shim
 //               (enter_call). If the kernel blocks it there, the monitor
 //               moves it to Blocked and a spare takes the processor.
 //   - Blocked:  its call blocked and its processor was given to a spare; the
 //               activation finds this out when the call returns (exit_call)
 //               and gives its fiber back to the scheduler, then turns Spare.
+//   - Lost:     blocked in the kernel from User (a raw syscall, a page fault,
+//               a foreign lock) and its processor given to a spare. When it
+//               wakes it must not run beside the spare (I1): the monitor
+//               signals it, and it holds itself at its next runtime call or
+//               in the signal handler, whichever comes first.
+//   - Held:     woke after Lost; parked until a processor hands itself over
+//               (UMS-style), then User or Running again on that processor.
+//   - Leaving:  runtime code with no processor, on the way to the pool (after
+//               a Blocked call returned, or after handing its processor to a
+//               Held activation).
+// Running, User and InCall own a processor; I1 counts those.
 //   - Idle:     parked on a futex in this_processor_is_idle; the processor
 //               is free for other processes.
 //   - Exited:   the thread is finishing or joined.
 //
 //   Starting -> Spare <-> Running <-> Idle
-//                 ^         |  ^
-//                 |         v  | exit_call (fast path: one CAS)
-//                 |       InCall
-//                 |         | monitor saw it block (CAS)
-//                 +------ Blocked
+//                 ^       |  ^  ^  \
+//                 |       |  |  |   User --(block seen: CAS)--> Lost -> Held
+//                 |       v  |  |                                      |
+//                 |     InCall  +--------(processor handed over)-------+
+//                 |       | monitor saw it block (CAS)
+//                 +---- Blocked
 //
 // Transitions go through set_state() / try_state(), which check the old
 // state; the two that race (InCall -> Running by the activation, InCall ->
@@ -34,7 +49,7 @@
 
 namespace sa::shim {
 
-enum class ActivationState : uint8_t { Starting, Spare, Running, InCall, Blocked, Idle, Exited };
+enum class ActivationState : uint8_t { Starting, Spare, Running, User, InCall, Blocked, Lost, Held, Leaving, Idle, Exited };
 
 const char* to_string(ActivationState s) noexcept;
 
@@ -80,6 +95,18 @@ class Activation {
   // was blocked (steady_clock ns); written before the job (release).
   Activation* takes_over = nullptr;
   int64_t blocked_at_ns = 0;
+  // Lost: when the monitor saw it wake (steady_clock ns), and whether it
+  // was signalled already.
+  std::atomic<int64_t> woke_at_ns{0};
+  std::atomic<bool> signalled{false};
+  // Opaque to the shim: the runtime's fiber and scheduler context of this
+  // activation, recorded when its processor is taken (for handing it back).
+  void* user_fiber = nullptr;
+  void* loop_context = nullptr;
+  // The shim that owns this activation.
+  class Shim* shim = nullptr;
+  // Monitor thread only: this block was counted as pool_exhausted.
+  bool exhausted_counted = false;
 
  private:
   void main();

@@ -52,6 +52,7 @@ class BlockMonitor {
   struct Pending {
     Activation* a;
     int64_t blocked_at_ns;
+    int retries = 0;
   };
   void run() noexcept;
   // drain() reads w's records; true if they end with `a` blocked in its call.

@@ -40,13 +40,31 @@
 //      to Running and upcalls activation_unblocked(a): the scheduler requeues
 //      the calling fiber and makes a's upcall that ran vp return; a -> Spare.
 //
+// Unannounced blocking (a raw syscall, a page fault, a foreign futex) is
+// caught the same way when the activation was running a fiber's own code
+// (state User; runtime code runs in Running, where no handoff happens, the
+// paper's "continue it temporarily"): step 3 moves it User -> Lost. It cannot
+// give its fiber back when it wakes (the fiber is at an arbitrary
+// instruction), so it is held, UMS-style:
+//   6. monitor: a's switch-in record shows it woke; it tgkill()s a with
+//      kHoldSignal (the measured I1 window runs from that record).
+//   7. a, in the signal handler or at its next enter_runtime(), whichever
+//      is first: CAS Lost -> Held; upcall activation_held(a): the runtime
+//      queues a ahead of ready fibers and a parks in wait_for_processor().
+//   8. a VProc's loop (on activation h) finds a queued: it hands itself over
+//      (give_processor), h leaves its loop and turns Spare, a resumes its
+//      fiber on that processor. When the pool is exhausted, the monitor also
+//      gives a held activation the processor of an activation blocked in an
+//      announced call (it would otherwise wait for a processor that no
+//      running activation can give).
+//
 // Rejected: (a) a Go-style sysmon that polls every activation every 20 µs:
 // it burns a CPU whenever a call is in flight and cannot see page faults;
 // it remains as the fallback when perf_event_open is refused. (b) Handing off
 // on entry to every announced call: a thread switch for calls that mostly
-// return at once. (c) Catching unannounced blocking (raw syscalls, page
-// faults) by holding the woken activation in a signal handler: needs every
-// runtime entry to check processor ownership; it is the next step (issue 4).
+// return at once. (c) Migrating the fiber of a Lost activation to another
+// kernel thread from the signal handler: the fiber may be inside malloc or
+// other code with per-thread state (tcache, errno), so its thread keeps it.
 
 #include <atomic>
 #include <cstdint>
@@ -89,6 +107,16 @@ class UpcallHandler {
   // its processor was given away: give the calling fiber back to the
   // scheduler. Returns when that fiber is resumed (on some activation).
   virtual void activation_unblocked(Activation& a) noexcept = 0;
+  // processor_taken(vp, a) is not an upcall but a notice, on the monitor
+  // thread, just before `vp` is handed away from blocked activation `a`
+  // (neither runs `vp` at that moment): record in `a` (user_fiber,
+  // loop_context) what is needed to give `a` a processor again.
+  virtual void processor_taken(int vp, Activation& a) noexcept = 0;
+  // activation_held(a) runs on `a` itself (Held) when it woke after an
+  // unannounced block lost its processor: queue it for a processor ahead of
+  // ready fibers, wait with wait_for_processor(), and make the processor it
+  // gets current. Returns once `a` may run user code again.
+  virtual void activation_held(Activation& a) noexcept = 0;
 };
 
 struct ShimOptions {
@@ -120,9 +148,11 @@ struct ShimStats {
   uint64_t activation_unblocked = 0;
   uint64_t calls = 0;             // enter_call()s
   uint64_t pool_exhausted = 0;    // blocked calls left holding their processor
+  uint64_t held = 0;              // activations held after an unannounced block
+  LatencyHistogram held_window_us;  // woke (kernel record) -> held: user code beside the spare
   int activations_started = 0;    // kernel threads started so far
   int activations_high_water = 0;
-  int running = 0;                // activations Running now (I1: <= processors)
+  int running = 0;                // activations owning a processor now (I1: <= processors)
   LatencyHistogram handoff_us;    // block (kernel record) -> spare running the scheduler
 };
 
@@ -175,6 +205,35 @@ class Shim {
   // stats() reads the counters; never blocks the fibers (takes a short lock).
   ShimStats stats() const;
 
+  // Downcalls bracketing runtime code run by a fiber (activations mode):
+  // enter_runtime() moves the calling activation User -> Running so that a
+  // block inside the runtime never hands its processor away; if the
+  // activation is Lost it first holds until it has a processor again.
+  // Returns true if the caller must call leave_runtime() (Running -> User).
+  // Cheap: one load, and one CAS in activations mode. Never blocks unless
+  // Lost.
+  static bool enter_runtime() noexcept;
+  static void leave_runtime() noexcept;
+  // to_user() marks the start of a fiber's own code (Running -> User) in
+  // activations mode; no-op otherwise.
+  static void to_user() noexcept;
+
+  // wait_for_processor() parks the Held calling activation `a` until
+  // give_processor(); returns the processor. Blocks the kernel thread.
+  int wait_for_processor(Activation& a) noexcept;
+  // give_processor() hands processor `vp` to Held activation `a` (taken with
+  // take_held()). Called by the activation running `vp`, which becomes
+  // Leaving and must leave its loop, or by the monitor for a processor whose
+  // activation is blocked. Never blocks.
+  void give_processor(Activation& a, int vp) noexcept;
+  // hold() holds Lost activation `a` (the caller); false if it was not Lost.
+  bool hold(Activation& a) noexcept;
+  // take_held() removes and returns the longest-held activation, or null;
+  // the caller then give_processor()s it. Never blocks.
+  Activation* take_held() noexcept;
+  // has_held() is true while a held activation waits; one load.
+  bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
+
   // --- for the BlockMonitor ---
   // handoff() gives the processor of InCall activation `a` to a spare
   // (protocol steps 3-4); `blocked_at_ns` is when it blocked. Returns false
@@ -188,14 +247,23 @@ class Shim {
   }
 
  private:
-  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3 };
-  static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 2; }
+  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4 };
+  static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 3; }
+  static JobKind kind_of(uint32_t job) noexcept { return static_cast<JobKind>(job & 7); }
+  static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
   Activation* start_activation(uint32_t job);  // under lock_
   Activation* take_spare() noexcept;
   void return_spare(Activation& a) noexcept;
   void record_handoff(int64_t blocked_at_ns) noexcept;
+  static void install_hold_handler();
+
+ public:
+  // kHoldSignal() is the signal that makes a woken Lost activation hold.
+  static int kHoldSignal() noexcept;
+
+ private:
 
   ShimOptions options_;
   UpcallHandler& handler_;
@@ -204,11 +272,14 @@ class Shim {
   mutable std::mutex lock_;                   // guards all_, spares_
   std::vector<std::unique_ptr<Activation>> all_;
   Activation* spares_ = nullptr;              // intrusive stack (Activation::next_spare)
+  std::vector<Activation*> held_;             // Held, waiting for a processor (FIFO)
+  std::atomic<int> n_waiting_held_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> starting_{0};             // started, not yet in the pool
   std::atomic<bool> warned_exhausted_{false};
 
-  std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0};
+  std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0};
+  std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<int> high_water_{0};
   std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
 };

@@ -37,6 +37,15 @@ class RuntimeCore final : public shim::UpcallHandler {
   // Upcall, on `a`: its call returned after its VProc went to a spare. The
   // calling fiber goes back to a ready queue; `a` leaves its loop.
   void activation_unblocked(shim::Activation& a) noexcept override;
+  // Notice, on the shim's monitor: `vp` is taken from blocked `a`.
+  void processor_taken(int vp, shim::Activation& a) noexcept override;
+  // Upcall, on `a` (Held): queue it for a VProc, wait, take that VProc.
+  void activation_held(shim::Activation& a) noexcept override;
+  // hand_to_held() gives VProc `v` (run by the calling activation, in its
+  // loop) to a held activation if one waits; true if it did (the caller
+  // then leaves the loop).
+  bool hand_to_held(VProc& v) noexcept;
+  bool has_held() const noexcept { return shim_->has_held(); }
 
   // start() puts a new fiber (refs, id set) into a ready queue; any thread.
   void start(FiberCtl* f) noexcept;
@@ -69,6 +78,19 @@ class RuntimeCore final : public shim::UpcallHandler {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint32_t> wake_start_{0};
+};
+
+// RuntimeSection: brackets runtime code run by a fiber (ShimMode::on), so
+// that the shim never hands the processor away in the middle of it; also
+// where a Lost activation holds (shim.hpp, steps 6-8).
+struct RuntimeSection {
+  RuntimeSection() noexcept : entered(shim::Shim::enter_runtime()) {}
+  ~RuntimeSection() {
+    if (entered) shim::Shim::leave_runtime();
+  }
+  RuntimeSection(const RuntimeSection&) = delete;
+  RuntimeSection& operator=(const RuntimeSection&) = delete;
+  const bool entered;
 };
 
 // Time as the scheduler keeps it: steady_clock nanoseconds.
