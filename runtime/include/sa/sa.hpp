@@ -7,3 +7,5 @@
 #include <sa/runtime.hpp>
 #include <sa/this_fiber.hpp>
 #include <sa/sync.hpp>
+#include <sa/io.hpp>
+#include <sa/net.hpp>

@@ -1,0 +1,141 @@
+#pragma once
+// Reactor: one io_uring ring per VProc, installed as its Poller. See the
+// design comment in <sa/io.hpp> for the protocol; this header is private to
+// io/ so that liburing stays out of the public headers.
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <vector>
+
+#include <sa/detail/poller.hpp>
+#include <sa/detail/runtime_core.hpp>
+#include <sa/detail/spin_lock.hpp>
+#include <sa/detail/timer_heap.hpp>
+#include <sa/detail/waiter.hpp>
+
+namespace sa::io::detail {
+
+using sa::detail::Waiter;
+
+// Where an Op is; each value says who may touch its fields.
+enum class OpState : uint8_t {
+  Prepared,  // on the fiber's stack, SQEs being filled; the fiber owns it
+  InKernel,  // SQEs queued or submitted, CQEs due; the reactor owns it
+  Done,      // every CQE reaped, fiber woken; the fiber owns it again
+};
+
+// Op: one operation, on the calling fiber's stack until its CQEs are reaped.
+struct alignas(8) Op {
+  Waiter w;                     // binds the calling fiber
+  int32_t res = 0;              // the operation's CQE result
+  uint8_t pending = 0;          // CQEs still due: 1, or 2 with a linked timeout
+  bool timed_out = false;       // the linked timeout fired (its CQE was -ETIME)
+  OpState state = OpState::Prepared;
+  __kernel_timespec ts{};       // the linked timeout's absolute deadline
+
+  void set_state(OpState from, OpState to) noexcept;
+};
+
+// CancelBatch: one cancel(fd) request sent to every reactor with operations
+// in flight; lives on the requesting fiber's stack until all answered.
+struct CancelBatch {
+  sa::detail::SpinLock lock;      // held by the requester until it is parked
+  Waiter w;                       // the requester
+  int fd = -1;
+  std::atomic<int> remaining{0};  // reactors that have not answered yet
+  std::atomic<int> cancelled{0};  // operations cancelled, summed over them
+};
+
+class Reactor final : public sa::detail::Poller {
+ public:
+  // Creates the ring and the wake eventfd; throws std::system_error.
+  Reactor();
+  ~Reactor() override;
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  // current() is the calling fiber's VProc's reactor, created and installed
+  // on first use; null outside a fiber. Throws std::system_error if the ring
+  // cannot be created.
+  static Reactor* current();
+
+  // sqe() returns `need` consecutive free SQEs' first (submitting queued ones
+  // first if the ring is full). Owner VProc only; never parks.
+  io_uring_sqe* sqe(unsigned need = 1) noexcept;
+
+  // run() links a timeout to `s` if `deadline_ns` is not kNever, parks the
+  // calling fiber until every CQE of `op` was reaped and returns the result
+  // (-errno; -ETIMEDOUT when the deadline won). `s` must come from sqe(2)
+  // when there is a deadline; `fd` (or -1) is the descriptor it works on,
+  // counted in the fd table while in flight. Parks the fiber, never the thread.
+  int run(Op& op, io_uring_sqe* s, int64_t deadline_ns, int fd) noexcept;
+
+  // post_cancel() asks this reactor to cancel every operation on batch->fd
+  // and to answer through `batch`. Any thread; never blocks.
+  void post_cancel(CancelBatch* batch) noexcept;
+
+  // in_flight() counts Ops whose CQEs are due; read by any thread (a hint).
+  int64_t in_flight() const noexcept { return in_flight_.load(std::memory_order_relaxed); }
+
+  // Poller: see poller.hpp.
+  bool poll() noexcept override;
+  void wait(std::chrono::steady_clock::time_point deadline) noexcept override;
+  void wake() noexcept override;
+
+ private:
+  void submit() noexcept;
+  bool reap() noexcept;
+  void flush_kernel() noexcept;
+  void arm_wake() noexcept;
+  void drain_cancels() noexcept;
+  bool complete(uint64_t data, int32_t res) noexcept;
+  bool others_ready() const noexcept;
+
+  io_uring ring_{};
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;      // where the armed eventfd read lands
+  bool wake_armed_ = false;
+  unsigned deferred_polls_ = 0;  // polls that left queued SQEs unsubmitted
+  std::atomic<int64_t> in_flight_{0};  // written by the owner only
+
+  sa::detail::SpinLock cancel_lock_;
+  std::vector<CancelBatch*> cancels_;     // guarded by cancel_lock_
+  std::atomic<bool> has_cancels_{false};  // hint: cancels_ is not empty
+};
+
+// The fd table: operations in flight per descriptor (below kFdTableSize),
+// so that close() of an idle fd is a plain close(2). Indexed by the fd, a
+// process-wide name, hence process-wide itself.
+inline constexpr int kFdTableSize = 1 << 16;
+// fd_busy() is true if operations may be in flight on `fd`.
+bool fd_busy(int fd) noexcept;
+
+// deadline_ns() maps a Deadline to the runtime's nanoseconds (kNever for none).
+int64_t deadline_ns(std::chrono::steady_clock::time_point d) noexcept;
+
+// current_reactor() is Reactor::current() without exceptions: null outside
+// a fiber (err = 0) or when the ring cannot be created (err = the errno).
+Reactor* current_reactor(int& err) noexcept;
+
+// call() runs one operation that prep(sqe) prepares on the calling fiber's
+// VProc's reactor and returns its result, -errno on failure. Parks the fiber.
+// `looked_up` is the reactor the caller found earlier; the fiber may have
+// moved to another VProc since (every call parks), and a ring belongs to one
+// VProc, so call() looks again. The RuntimeSection keeps ShimMode::on from
+// handing the VProc away in the middle of a submission.
+template <class Prep>
+int call([[maybe_unused]] Reactor& looked_up, int64_t deadline, int fd, Prep&& prep) noexcept {
+  sa::detail::RuntimeSection section;
+  int err = 0;
+  Reactor* r = current_reactor(err);
+  if (!r) return -(err ? err : EINVAL);
+  Op op;
+  io_uring_sqe* s = r->sqe(deadline != sa::detail::TimerHeap::kNever ? 2 : 1);
+  prep(s);
+  return r->run(op, s, deadline, fd);
+}
+
+}  // namespace sa::io::detail
