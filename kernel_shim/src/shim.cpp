@@ -128,6 +128,7 @@ void Shim::run(Activation& a) noexcept {
     if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
     a.set_state(state, ActivationState::Running);
+    if (monitor_) monitor_->activity();
     a.vproc.store(vp, std::memory_order_relaxed);
     a.pin(cpu_of(vp));
     if (kind_of(job) == kAdded) {
@@ -387,6 +388,7 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
     alt->wait(deadline);
   }
   if (self) self->set_state(ActivationState::Idle, ActivationState::Running);
+  if (monitor_) monitor_->activity();
 }
 
 void Shim::wake_processor(int vp, const std::atomic<uint32_t>& word, IdleWait* alt) noexcept {

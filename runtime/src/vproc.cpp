@@ -205,7 +205,7 @@ FiberCtl* VProc::find_runnable() noexcept {
 }
 
 bool VProc::has_work() const noexcept {
-  if (!inbox.empty() || !runq.empty() || !core.global.empty()) return true;
+  if (!inbox.empty() || !runq.empty() || !core.global.empty() || core.has_held()) return true;
   if (timers.next_deadline() <= now_ns()) return true;
   for (int v : steal_order)
     if (!core.vproc(v).runq.empty()) return true;

@@ -199,6 +199,62 @@ TEST_CASE("the fallback monitor (no perf records) also hands off blocked VProcs"
   CHECK(s.activation_blocked >= 1);
 }
 
+TEST_CASE("the fallback monitor also catches raw, unannounced reads") {
+  sa_test::Watchdog wd{30s, "fallback monitor, raw reads"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on, .use_perf = false}};
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
+  CHECK(got == 10);
+  auto s = rt.stats().shim;
+  CHECK_FALSE(s.perf);
+  CHECK(s.activation_blocked >= 1);
+  CHECK(s.held >= 1);
+}
+
+TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocking") {
+  sa_test::Watchdog wd{30s, "raw nanosleep and std::mutex"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  rt.run([] {
+    // 6 fibers sleep 50 ms each in the kernel on 2 VProcs; a fiber spawned
+    // after them still runs long before they wake.
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 6; ++i)
+      fibers.push_back(sa::spawn([] {
+        timespec ts{0, 50'000'000};
+        ::nanosleep(&ts, nullptr);
+      }));
+    sa::this_fiber::yield();
+    auto t0 = std::chrono::steady_clock::now();
+    sa::Fiber quick = sa::spawn([] {});
+    quick.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < 45ms);
+    for (auto& f : fibers) f.join();
+
+    // A std::mutex held by a fiber blocked in a raw read; 4 fibers wait for
+    // it in the kernel (futex); the writer is spawned last.
+    std::mutex m;
+    Pipe p;
+    std::atomic<int> entered{0};
+    std::vector<sa::Fiber> lockers;
+    lockers.push_back(sa::spawn([&] {
+      std::lock_guard g(m);
+      char c;
+      REQUIRE(::read(p.fd[0], &c, 1) == 1);
+      ++entered;
+    }));
+    sa::this_fiber::yield();
+    for (int i = 0; i < 4; ++i)
+      lockers.push_back(sa::spawn([&] {
+        std::lock_guard g(m);
+        ++entered;
+      }));
+    sa::this_fiber::yield();
+    lockers.push_back(sa::spawn([&] { REQUIRE(::write(p.fd[1], "x", 1) == 1); }));
+    for (auto& f : lockers) f.join();
+    CHECK(entered == 5);
+  });
+}
+
 TEST_CASE("quick calls through sa::blocking take the fast path") {
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
   rt.run([] {

@@ -31,12 +31,14 @@
 //   - Exited:   the thread is finishing or joined.
 //
 //   Starting -> Spare <-> Running <-> Idle
-//                 ^       |  ^  ^  \
-//                 |       |  |  |   User --(block seen: CAS)--> Lost -> Held
-//                 |       v  |  |                                      |
-//                 |     InCall  +--------(processor handed over)-------+
+//                 ^       |  ^  ^
+//                 |       |  |  +--> User --(block seen: CAS)--> Lost -> Held
+//                 |       v  |                                            |
+//                 |     InCall  <------(processor handed over)------------+
+//                 |       |      (Held goes back to User or Running)
 //                 |       | monitor saw it block (CAS)
-//                 +---- Blocked
+//                 +---- Blocked -> Leaving (also Running -> Leaving when
+//                                   handing the processor to a Held one)
 //
 // Transitions go through set_state() / try_state(), which check the old
 // state; the two that race (InCall -> Running by the activation, InCall ->
@@ -105,8 +107,10 @@ class Activation {
   void* loop_context = nullptr;
   // The shim that owns this activation.
   class Shim* shim = nullptr;
-  // Monitor thread only: this block was counted as pool_exhausted.
+  // Monitor thread only: this block was counted as pool_exhausted; and, for
+  // the /proc fallback, since when a User activation has been seen asleep.
   bool exhausted_counted = false;
+  int64_t fallback_asleep_since_ns = 0;
 
  private:
   void main();
