@@ -289,6 +289,7 @@ namespace {
 // cancel_all() runs the cancel protocol for `fd` on every reactor of the
 // calling fiber's runtime with operations in flight (see <sa/io.hpp>).
 int cancel_all(int fd) noexcept {
+  sa::detail::RuntimeSection section;  // no shim handoff while we hold the batch's lock
   if (!sa::detail::current_fiber() || !detail::fd_busy(fd)) return 0;
   sa::detail::VProc* vp = sa::detail::current_vproc();
   sa::detail::RuntimeCore& core = vp->core;

@@ -151,6 +151,7 @@ void Fiber::join() {
   if (c == current_fiber())
     throw std::system_error(EDEADLK, std::generic_category(),
                             "sa::Fiber::join: fiber " + std::to_string(c->id) + " joins itself");
+  RuntimeSection section;  // no shim handoff while we hold the lock
   c->join_lock.lock();
   if (!c->done.load(std::memory_order_acquire)) {
     Waiter w;
@@ -169,6 +170,7 @@ void Fiber::detach() {
   using namespace detail;
   if (!ctl_) throw std::system_error(EINVAL, std::generic_category(), "sa::Fiber::detach: not joinable");
   FiberCtl* c = std::exchange(ctl_, nullptr);
+  RuntimeSection section;  // no shim handoff while we hold the lock
   c->join_lock.lock();
   c->detached = true;
   const bool failed = c->done.load(std::memory_order_relaxed) && c->error;

@@ -11,6 +11,7 @@ Barrier::Barrier(std::size_t parties) : parties_(parties) {
 }
 
 bool Barrier::arrive_and_wait() noexcept {
+  detail::RuntimeSection section;  // no shim handoff while we hold the lock
   waiters_.lock().lock();
   if (++arrived_ == parties_) {
     arrived_ = 0;

@@ -12,6 +12,7 @@ bool Semaphore::acquire_slow(int64_t deadline_ns) noexcept {
   // Under the lock: either a permit is free, or we queue. Permits are added
   // to count_ only under the lock and only when nobody waits, so a waiter
   // can never sleep beside a free permit.
+  detail::RuntimeSection section;  // no shim handoff while we hold the lock
   detail::Waiter w;
   waiters_.lock().lock();
   if (try_acquire()) {
@@ -26,6 +27,7 @@ bool Semaphore::acquire_slow(int64_t deadline_ns) noexcept {
 
 void Semaphore::release(std::ptrdiff_t n) {
   if (n < 0) throw std::invalid_argument("sa::Semaphore::release: n must be >= 0");
+  detail::RuntimeSection section;  // no shim handoff while we hold the lock
   waiters_.lock().lock();
   while (n > 0 && waiters_.list().wake_one()) --n;  // one permit each, handed over
   // release: an acquirer that takes these permits sees our writes.

@@ -365,9 +365,11 @@ TEST_CASE("I1: activations running user code never outnumber VProcs") {
   INFO("samples " << samples << ", /proc over the bound in " << proc_over);
   CHECK(samples > 10);
   CHECK(max_running <= vprocs);
-  // /proc shows an activation as R for the few µs between a call returning
-  // and it handing its fiber back (the measured window); rare, not the rule.
-  CHECK(proc_over * 10 <= samples);
+  // /proc's R means runnable, not running: activations leaving their VProc,
+  // spares and held ones just woken wait there too, more so under load, so
+  // the kernel's view is reported, not asserted.
+  WARN("/proc showed more than " << vprocs << " sa-act threads runnable in " << proc_over << " of " << samples
+                                 << " samples");
 }
 
 TEST_CASE("shutdown right after blocked activations return leaks nothing and does not hang") {

@@ -53,6 +53,7 @@ class Channel {
   // send() delivers `v`, parking the fiber while the channel is full (or, if
   // unbuffered, until a receiver takes it). Throws ChannelClosed.
   void send(T v) {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (closed_) {
       lock_.unlock();
@@ -70,6 +71,7 @@ class Channel {
   // try_send() delivers `v` if that needs no wait and returns true; else
   // returns false and leaves `v` as it was. Never blocks. Throws ChannelClosed.
   bool try_send(T& v) {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (closed_) {
       lock_.unlock();
@@ -84,6 +86,7 @@ class Channel {
   // recv() takes the oldest value, parking the fiber while there is none;
   // returns an empty optional once the channel is closed and drained.
   std::optional<T> recv() {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (std::optional<T> v = take_locked()) return v;
     if (closed_) {
@@ -100,6 +103,7 @@ class Channel {
 
   // try_recv() takes a value if one is ready; never blocks.
   std::optional<T> try_recv() {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (std::optional<T> v = take_locked()) return v;
     lock_.unlock();
@@ -108,6 +112,7 @@ class Channel {
 
   // close() refuses further sends and wakes every waiter; never blocks.
   void close() noexcept {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     closed_ = true;
     detail::WaitList receivers = std::exchange(receivers_, {});
@@ -118,6 +123,7 @@ class Channel {
   }
 
   bool closed() const noexcept {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     bool c = closed_;
     lock_.unlock();
@@ -126,6 +132,7 @@ class Channel {
   std::size_t capacity() const noexcept { return cap_; }
   // size() is the number of buffered values (a snapshot).
   std::size_t size() const noexcept {
+    sa::detail::RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     std::size_t n = buf_.size();
     lock_.unlock();

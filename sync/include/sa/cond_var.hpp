@@ -65,6 +65,7 @@ class CondVar {
 
   template <class Lock>
   std::cv_status wait_ns(Lock& lock, int64_t deadline_ns) {
+    detail::RuntimeSection section;  // no shim handoff while we hold the lock
     detail::Waiter w;
     waiters_.lock().lock();
     waiters_.list().push_back(&w);

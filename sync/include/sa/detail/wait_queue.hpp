@@ -14,6 +14,7 @@ class WaitQueue {
   // `blocked()` is false. Blocks the fiber (outside the runtime: the thread).
   template <class Blocked>
   WaitState wait_if(Blocked blocked, int64_t deadline_ns = TimerHeap::kNever) noexcept {
+    RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (!blocked()) {
       lock_.unlock();
@@ -28,6 +29,7 @@ class WaitQueue {
 
   // unlink() removes a timed-out waiter if a notifier has not already.
   void unlink(Waiter& w) noexcept {
+    RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     if (w.linked) list_.remove(&w);
     lock_.unlock();
@@ -35,6 +37,7 @@ class WaitQueue {
 
   // notify_one() wakes the oldest waiter; false if there was none. Never blocks.
   bool notify_one() noexcept {
+    RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     bool woke = list_.wake_one();
     lock_.unlock();
@@ -42,6 +45,7 @@ class WaitQueue {
   }
   // notify_all() wakes every waiter. Never blocks.
   void notify_all() noexcept {
+    RuntimeSection section;  // no shim handoff while we hold the lock
     lock_.lock();
     list_.wake_all();
     lock_.unlock();
