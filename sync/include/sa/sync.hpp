@@ -11,6 +11,10 @@
 // an intrusive FIFO of Waiters that live on the waiters' stacks, so waiting
 // allocates nothing. The lock is released on the far side of the context
 // switch, so no wake-up can reach a fiber that has not finished parking.
+// Under ShimMode::on every entry that takes such a lock first opens a
+// detail::RuntimeSection: the activation is then in runtime code, where the
+// shim never hands its VProc away, so a lock is never held by an activation
+// that lost its processor.
 //
 //   Mutex      Drepper's mutex2 over a WaitQueue (barging, brief spin)
 //   CondVar    any Lockable; wait, wait_for, wait_until, notify_one/all
