@@ -22,6 +22,8 @@ constexpr uint32_t kGlobalEvery = 61;
 constexpr uint32_t kSkipNextEvery = 32;
 // How long a VProc with nothing to do searches (steals) before sleeping.
 constexpr int64_t kSearchNs = 20'000;
+// How long a searcher leaves other VProcs' `next` slots alone.
+constexpr int64_t kStealNextAfterNs = 3'000;
 
 }  // namespace
 
@@ -146,9 +148,9 @@ void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_
   // `this` may be another thread's VProc now: touch nothing.
 }
 
-FiberCtl* VProc::steal() noexcept {
+FiberCtl* VProc::steal(bool take_next) noexcept {
   for (int v : steal_order) {
-    if (FiberCtl* f = core.vproc(v).runq.steal_into(runq)) {
+    if (FiberCtl* f = core.vproc(v).runq.steal_into(runq, take_next)) {
       count(counters.steals);
       return f;
     }
@@ -174,7 +176,16 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       return nullptr;
     }
-    if (core.has_held() && core.hand_to_held(*this)) return nullptr;  // we left this VProc
+    if (core.has_held()) {
+      // A held activation waits: hand it this VProc. Stop searching first:
+      // a VProc counted in nsearching while its new activation runs a fiber
+      // would make producers skip wake-ups (W2).
+      if (searching_) {
+        searching_ = false;
+        if (core.nsearching.fetch_sub(1, std::memory_order_seq_cst) == 1) core.wake_idle();
+      }
+      if (core.hand_to_held(*this)) return nullptr;  // we left this VProc
+    }
     if (!timers.empty()) timers.fire_expired(now_ns());
     Poller* p = poller.load(std::memory_order_relaxed);
     if (p) p->poll();
@@ -186,11 +197,18 @@ FiberCtl* VProc::find_runnable() noexcept {
         searching_ = true;
         core.nsearching.fetch_add(1, std::memory_order_seq_cst);
       }
-      const int64_t until = now_ns() + kSearchNs;
+      const int64_t started = now_ns();
+      const int64_t until = started + kSearchNs;
+      bool take_next = false;
       for (;;) {
         if (p) p->poll();
-        if ((f = inbox.pop()) || (f = runq.pop()) || (f = steal()) || (f = core.global.pop())) break;
+        if ((f = inbox.pop()) || (f = runq.pop()) || (f = steal(take_next)) || (f = core.global.pop())) break;
         const int64_t now = now_ns();
+        // A fiber in another VProc's `next` slot was usually just woken by
+        // the fiber running there, which is about to park: give that VProc
+        // a moment to run it itself before taking it (Go's runqsteal waits
+        // 3 µs too), or two fibers talking would bounce between CPUs.
+        take_next = now - started >= kStealNextAfterNs;
         if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held()) break;
         SA_CPU_RELAX();
       }

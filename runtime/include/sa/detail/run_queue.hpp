@@ -117,13 +117,14 @@ class RunQueue {
 
   // steal_into() moves about half of this queue into `thief`'s (which must
   // be empty; called by thief's owner) and returns one fiber to run, or null.
-  FiberCtl* steal_into(RunQueue& thief) noexcept {
+  // The `next` slot is taken only if `take_next` and the ring is empty.
+  FiberCtl* steal_into(RunQueue& thief, bool take_next) noexcept {
     uint32_t tt = thief.tail_.load(std::memory_order_relaxed);
     for (;;) {
       uint32_t h = head_.load(std::memory_order_acquire);
       uint32_t t = tail_.load(std::memory_order_acquire);  // acquire: see the slots it covers
       uint32_t n = t - h;
-      if (n == 0) return steal_next();
+      if (n == 0) return take_next ? steal_next() : nullptr;
       if (n > kCapacity) continue;  // h and t read at different times; retry
       n -= n / 2;
       for (uint32_t i = 0; i < n; ++i)

@@ -128,7 +128,7 @@ class VProc {
   FiberCtl* find_runnable() noexcept;
   FiberCtl* take(FiberCtl* f) noexcept;  // found work: stop searching
   FiberCtl* prepare(FiberCtl* f) noexcept;
-  FiberCtl* steal() noexcept;
+  FiberCtl* steal(bool take_next) noexcept;
   void sleep() noexcept;
   void end_sleep() noexcept;
 
