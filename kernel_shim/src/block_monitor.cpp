@@ -168,6 +168,7 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
       if (hdr.size >= sizeof hdr + sizeof time) copy(&time, tail + sizeof hdr, sizeof time);
       const bool out = hdr.misc & PERF_RECORD_MISC_SWITCH_OUT;
       const bool preempted = hdr.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT;
+      if (out && preempted && w.a) shim_.preempted(*w.a);
       last = out && !preempted ? 1 : 2;
       last_time = time;
     }

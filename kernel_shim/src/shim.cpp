@@ -136,7 +136,7 @@ void Shim::run(Activation& a) noexcept {
       handler_.processor_added(vp);
     } else {
       n_blocked_.fetch_add(1, std::memory_order_relaxed);
-      record_handoff(a.blocked_at_ns);
+      record_handoff(a.blocked_at_ns, a.takes_over_call);
       handler_.activation_blocked(vp, *a.takes_over);
     }
     // The upcall returned: the runtime stopped, or the processor moved on.
@@ -224,6 +224,7 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
   handler_.processor_taken(a.vproc.load(std::memory_order_relaxed), a);
   s->takes_over = &a;
   s->blocked_at_ns = blocked_at_ns;
+  s->takes_over_call = to == ActivationState::Blocked;
   // release: takes_over and blocked_at_ns before the job.
   s->job.store(make_job(kTakeOver, a.vproc.load(std::memory_order_relaxed)), std::memory_order_release);
   futex_wake(s->job, 1);
@@ -276,7 +277,17 @@ void Shim::install_hold_handler() {
 
 int Shim::kHoldSignal() noexcept { return SIGRTMIN + 7; }
 
-void Shim::record_handoff(int64_t blocked_at_ns) noexcept { record(handoff_buckets_, blocked_at_ns); }
+void Shim::record_handoff(int64_t blocked_at_ns, bool call) noexcept {
+  record(handoff_buckets_, blocked_at_ns);
+  record(call ? call_buckets_ : detected_buckets_, blocked_at_ns);
+}
+
+void Shim::preempted(Activation& a) noexcept {
+  const ActivationState st = a.state();
+  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return;
+  n_preempted_.fetch_add(1, std::memory_order_relaxed);
+  handler_.processor_preempted(a.vproc.load(std::memory_order_relaxed), a);
+}
 
 bool Shim::enter_runtime() noexcept {
   Activation* a = Activation::current();
@@ -410,8 +421,12 @@ ShimStats Shim::stats() const {
   for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
     s.held_window_us.buckets[i] = held_buckets_[i].load(std::memory_order_relaxed);
   s.activations_high_water = high_water_.load(std::memory_order_relaxed);
-  for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
+  for (int i = 0; i < LatencyHistogram::kBuckets; ++i) {
     s.handoff_us.buckets[i] = handoff_buckets_[i].load(std::memory_order_relaxed);
+    s.handoff_call_us.buckets[i] = call_buckets_[i].load(std::memory_order_relaxed);
+    s.handoff_detected_us.buckets[i] = detected_buckets_[i].load(std::memory_order_relaxed);
+  }
+  s.preempted = n_preempted_.load(std::memory_order_relaxed);
   std::lock_guard g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {

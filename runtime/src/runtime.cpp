@@ -47,6 +47,7 @@ VProcStats Stats::total() const noexcept {
     t.fiber_wakes += v.fiber_wakes;
     t.idle_sleeps += v.idle_sleeps;
     t.idle_wakeups += v.idle_wakeups;
+    t.preemptions += v.preemptions;
   }
   return t;
 }
@@ -67,6 +68,7 @@ Stats Runtime::stats() const {
         .fiber_wakes = get(c.fiber_wakes),
         .idle_sleeps = get(c.idle_sleeps),
         .idle_wakeups = get(c.idle_wakeups),
+        .preemptions = get(c.preemptions),
     });
   }
   const shim::ShimStats k = core_->shim().stats();
@@ -82,6 +84,11 @@ Stats Runtime::stats() const {
                      .handoffs = k.handoff_us.count(),
                      .handoff_p50_us = k.handoff_us.percentile(50),
                      .handoff_p99_us = k.handoff_us.percentile(99),
+                     .handoff_call_p50_us = k.handoff_call_us.percentile(50),
+                     .handoff_call_p99_us = k.handoff_call_us.percentile(99),
+                     .handoff_detected_p50_us = k.handoff_detected_us.percentile(50),
+                     .handoff_detected_p99_us = k.handoff_detected_us.percentile(99),
+                     .processor_preempted = k.preempted,
                      .held = k.held,
                      .held_window_p50_us = k.held_window_us.percentile(50),
                      .held_window_p99_us = k.held_window_us.percentile(99)};

@@ -76,6 +76,11 @@ void RuntimeCore::processor_added(int vp) noexcept {
   set_current_vproc(nullptr);
 }
 
+void RuntimeCore::processor_preempted(int vp, shim::Activation&) noexcept {
+  // Recorded for now; the preemption-aware Spinlock (issue 5) acts on it.
+  vproc(vp).counters.preemptions.fetch_add(1, std::memory_order_relaxed);
+}
+
 void RuntimeCore::processor_taken(int vp, shim::Activation& a) noexcept {
   // The blocked activation keeps its fiber; remember it and its scheduler
   // context, to give it a VProc again if it is held. Nobody runs `vp` now.

@@ -35,6 +35,7 @@ struct Recorder final : sa::shim::UpcallHandler {
   void activation_unblocked(sa::shim::Activation&) noexcept override { ++mismatch; }
   void activation_held(sa::shim::Activation&) noexcept override { ++mismatch; }
   void processor_taken(int, sa::shim::Activation&) noexcept override { ++mismatch; }
+  void processor_preempted(int, sa::shim::Activation&) noexcept override { ++mismatch; }
 };
 
 }  // namespace
@@ -78,6 +79,7 @@ TEST_CASE("this_processor_is_idle returns at its deadline") {
     void activation_unblocked(sa::shim::Activation&) noexcept override {}
     void activation_held(sa::shim::Activation&) noexcept override {}
     void processor_taken(int, sa::shim::Activation&) noexcept override {}
+    void processor_preempted(int, sa::shim::Activation&) noexcept override {}
   } h;
   sa::shim::Shim shim({.processors = 1, .pin = false, .cpus = topo.cpus()}, h);
   h.shim = &shim;

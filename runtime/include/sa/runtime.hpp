@@ -58,6 +58,7 @@ struct VProcStats {
   uint64_t fiber_wakes = 0;   // fibers readied onto this VProc
   uint64_t idle_sleeps = 0;   // times the VProc slept in the kernel
   uint64_t idle_wakeups = 0;  // times it was woken for new work
+  uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen
 };
 
 // What the kernel shim did (ShimMode::on; zeros but processor_added otherwise).
@@ -74,6 +75,11 @@ struct ShimStats {
   uint64_t handoffs = 0;           // measured handoffs (= activation_blocked)
   double handoff_p50_us = 0;       // block -> spare running the VProc, bucket upper bounds
   double handoff_p99_us = 0;
+  double handoff_call_p50_us = 0;      // ... for blocks in sa::blocking calls
+  double handoff_call_p99_us = 0;
+  double handoff_detected_p50_us = 0;  // ... for unannounced blocks
+  double handoff_detected_p99_us = 0;
+  uint64_t processor_preempted = 0;    // notices of kernel preemption
   uint64_t held = 0;               // activations held after an unannounced block
   double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
   double held_window_p99_us = 0;

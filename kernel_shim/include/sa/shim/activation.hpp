@@ -97,6 +97,7 @@ class Activation {
   // was blocked (steady_clock ns); written before the job (release).
   Activation* takes_over = nullptr;
   int64_t blocked_at_ns = 0;
+  bool takes_over_call = false;  // the block was in an announced call (else detected)
   // Lost: when the monitor saw it wake (steady_clock ns), and whether it
   // was signalled already.
   std::atomic<int64_t> woke_at_ns{0};

@@ -107,6 +107,11 @@ class UpcallHandler {
   // its processor was given away: give the calling fiber back to the
   // scheduler. Returns when that fiber is resumed (on some activation).
   virtual void activation_unblocked(Activation& a) noexcept = 0;
+  // processor_preempted(vp, a): the kernel preempted `a` while it ran `vp`
+  // (a PERF_RECORD_SWITCH flagged SWITCH_OUT_PREEMPT). A notice on the
+  // monitor thread, like processor_taken; the preemption issue builds the
+  // spinlock recovery on it. Never blocks.
+  virtual void processor_preempted(int vp, Activation& a) noexcept = 0;
   // processor_taken(vp, a) is not an upcall but a notice, on the monitor
   // thread, just before `vp` is handed away from blocked activation `a`
   // (neither runs `vp` at that moment): record in `a` (user_fiber,
@@ -154,6 +159,9 @@ struct ShimStats {
   int activations_high_water = 0;
   int running = 0;                // activations owning a processor now (I1: <= processors)
   LatencyHistogram handoff_us;    // block (kernel record) -> spare running the scheduler
+  LatencyHistogram handoff_call_us;      // ... for blocks in announced calls (sa::blocking)
+  LatencyHistogram handoff_detected_us;  // ... for unannounced blocks
+  uint64_t preempted = 0;         // processor_preempted notices
 };
 
 class BlockMonitor;
@@ -256,7 +264,7 @@ class Shim {
   Activation* start_activation(uint32_t job);  // under lock_
   Activation* take_spare() noexcept;
   void return_spare(Activation& a) noexcept;
-  void record_handoff(int64_t blocked_at_ns) noexcept;
+  void record_handoff(int64_t blocked_at_ns, bool call) noexcept;
   static void install_hold_handler();
 
  public:
@@ -282,6 +290,16 @@ class Shim {
   std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<int> high_water_{0};
   std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
+  std::atomic<uint64_t> call_buckets_[LatencyHistogram::kBuckets] = {};
+  std::atomic<uint64_t> detected_buckets_[LatencyHistogram::kBuckets] = {};
+  std::atomic<uint64_t> n_preempted_{0};
+
+ public:
+  // preempted() is called by the monitor for each preemption record of an
+  // activation that owns processor `vp`; it notifies the handler.
+  void preempted(Activation& a) noexcept;
+
+ private:
 };
 
 }  // namespace sa::shim

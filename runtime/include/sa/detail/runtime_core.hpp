@@ -37,6 +37,8 @@ class RuntimeCore final : public shim::UpcallHandler {
   // Upcall, on `a`: its call returned after its VProc went to a spare. The
   // calling fiber goes back to a ready queue; `a` leaves its loop.
   void activation_unblocked(shim::Activation& a) noexcept override;
+  // Notice, on the shim's monitor: the kernel preempted `a` running `vp`.
+  void processor_preempted(int vp, shim::Activation& a) noexcept override;
   // Notice, on the shim's monitor: `vp` is taken from blocked `a`.
   void processor_taken(int vp, shim::Activation& a) noexcept override;
   // Upcall, on `a` (Held): queue it for a VProc, wait, take that VProc.

@@ -68,6 +68,8 @@ struct VProcCounters {
   std::atomic<uint64_t> idle_sleeps{0};
   std::atomic<uint64_t> idle_wakeups{0};
   std::atomic<uint64_t> fibers_run{0};  // distinct dispatches from a queue
+  // Written by the shim's monitor thread (fetch_add), not the owner.
+  std::atomic<uint64_t> preemptions{0};
 };
 
 // count() adds one to a counter only its owner writes: no locked instruction.
