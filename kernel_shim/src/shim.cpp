@@ -176,7 +176,9 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
     if (Activation* h = take_held()) {
       if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
         std::lock_guard g(lock_);
-        held_.insert(held_.begin(), h);
+        h->next_held = held_head_;  // back to the front, where it was
+        held_head_ = h;
+        if (!held_tail_) held_tail_ = h;
         n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
         return true;
       }
@@ -324,7 +326,10 @@ bool Shim::hold(Activation& a) noexcept {
   if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed)) record(held_buckets_, woke);
   {
     std::lock_guard g(lock_);
-    held_.push_back(&a);
+    a.next_held = nullptr;
+    if (held_tail_) held_tail_->next_held = &a;
+    else held_head_ = &a;
+    held_tail_ = &a;
     n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
   }
   if (monitor_) monitor_->call_started();  // it may give us a blocked activation's processor
@@ -335,9 +340,11 @@ bool Shim::hold(Activation& a) noexcept {
 Activation* Shim::take_held() noexcept {
   if (!has_held()) return nullptr;
   std::lock_guard g(lock_);
-  if (held_.empty()) return nullptr;
-  Activation* a = held_.front();
-  held_.erase(held_.begin());
+  Activation* a = held_head_;
+  if (!a) return nullptr;
+  held_head_ = a->next_held;
+  if (!held_head_) held_tail_ = nullptr;
+  a->next_held = nullptr;
   n_waiting_held_.fetch_sub(1, std::memory_order_seq_cst);
   return a;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -26,6 +27,18 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+// Catch2's assertions are not thread-safe: code that runs in fibers beside
+// others (on other VProcs) counts failures here, and the test checks the
+// count from one thread at the end.
+std::atomic<int> fiber_failures{0};
+#define FIBER_CHECK(cond)                                                          \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
+      std::fprintf(stderr, "%s:%d: FIBER_CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      ++fiber_failures;                                                            \
+    }                                                                              \
+  } while (0)
 
 struct Pipe {
   int fd[2] = {-1, -1};
@@ -52,7 +65,7 @@ long deadlock_scenario(int vprocs, bool annotate) {
     }));
   sa::this_fiber::yield();  // let the readers block first
   fibers.push_back(sa::spawn([&] {
-    for (auto& p : pipes) REQUIRE(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
   }));
   for (auto& f : fibers) f.join();
   return got.load();
@@ -67,6 +80,7 @@ TEST_CASE("I4: more fibers blocked in reads than VProcs, writer last, completes 
   long got = 0;
   rt.run([&] { got = deadlock_scenario(vprocs, /*annotate=*/true); });
   CHECK(got == vprocs + 8);
+  CHECK(fiber_failures == 0);
   auto s = rt.stats().shim;
   INFO("blocked " << s.activation_blocked << " unblocked " << s.activation_unblocked << " perf " << s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -82,6 +96,7 @@ TEST_CASE("I4: the same with raw, unannounced read() calls completes with the sh
   long got = 0;
   rt.run([&] { got = deadlock_scenario(vprocs, /*annotate=*/false); });
   CHECK(got == vprocs + 8);
+  CHECK(fiber_failures == 0);
   auto s = rt.stats().shim;
   INFO("blocked " << s.activation_blocked << " held " << s.held << " window p50 " << s.held_window_p50_us
                   << " us p99 " << s.held_window_p99_us << " us");
@@ -116,12 +131,12 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
     for (auto& p : pipes)
       fibers.push_back(sa::spawn([&p, &spins] {
         char c;
-        REQUIRE(::read(p.fd[0], &c, 1) == 1);
+        FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
         auto until = std::chrono::steady_clock::now() + 20ms;  // pure user code
         while (std::chrono::steady_clock::now() < until) spins.fetch_add(1, std::memory_order_relaxed);
       }));
     sa::this_fiber::sleep_for(20ms);
-    for (auto& p : pipes) REQUIRE(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
     for (auto& f : fibers) f.join();
     CHECK(spins > 0);
   });
@@ -131,6 +146,7 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
   INFO("held " << s.held << " window p50 " << s.held_window_p50_us << " us p99 " << s.held_window_p99_us << " us");
   CHECK(s.held >= 1);
   CHECK(max_running <= vprocs);
+  CHECK(fiber_failures == 0);
 }
 
 TEST_CASE("CPU-hog processes preempting the activations are reported as processor_preempted") {
@@ -143,7 +159,7 @@ TEST_CASE("CPU-hog processes preempting the activations are reported as processo
     REQUIRE(pid >= 0);
     if (pid == 0) {
       alarm(20);  // never outlive the test
-      for (volatile unsigned long x = 0;; x = x + 1) {
+      for (std::atomic<unsigned long> x{0};; x.fetch_add(1, std::memory_order_relaxed)) {
       }
     }
     hogs.push_back(pid);
@@ -230,9 +246,10 @@ TEST_CASE("the shim hands off VProcs blocked in nanosleep and behind a std::mute
         m.unlock();
       }));
     sa::this_fiber::yield();
-    lockers.push_back(sa::spawn([&] { REQUIRE(::write(p.fd[1], "x", 1) == 1); }));
+    lockers.push_back(sa::spawn([&] { FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
     for (auto& f : lockers) f.join();
     CHECK(entered == 5);
+    CHECK(fiber_failures == 0);
   });
 }
 
@@ -242,6 +259,7 @@ TEST_CASE("the fallback monitor (no perf records) also hands off blocked VProcs"
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
   CHECK(got == 10);
+  CHECK(fiber_failures == 0);
   auto s = rt.stats().shim;
   CHECK_FALSE(s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -253,6 +271,7 @@ TEST_CASE("the fallback monitor also catches raw, unannounced reads") {
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
   CHECK(got == 10);
+  CHECK(fiber_failures == 0);
   auto s = rt.stats().shim;
   CHECK_FALSE(s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -287,7 +306,7 @@ TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocki
     lockers.push_back(sa::spawn([&] {
       std::lock_guard g(m);
       char c;
-      REQUIRE(::read(p.fd[0], &c, 1) == 1);
+      FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
       ++entered;
     }));
     sa::this_fiber::yield();
@@ -297,9 +316,10 @@ TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocki
         ++entered;
       }));
     sa::this_fiber::yield();
-    lockers.push_back(sa::spawn([&] { REQUIRE(::write(p.fd[1], "x", 1) == 1); }));
+    lockers.push_back(sa::spawn([&] { FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
     for (auto& f : lockers) f.join();
     CHECK(entered == 5);
+    CHECK(fiber_failures == 0);
   });
 }
 
@@ -404,9 +424,10 @@ TEST_CASE("I1: activations running user code never outnumber VProcs") {
         }
       }));
     sa::this_fiber::sleep_for(300ms);
-    for (auto& p : pipes) REQUIRE(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
     for (auto& f : fibers) f.join();
     CHECK(work > 0);
+    CHECK(fiber_failures == 0);
   });
   done = true;
   sampler.join();

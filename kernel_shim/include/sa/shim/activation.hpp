@@ -93,6 +93,8 @@ class Activation {
   std::atomic<int64_t> call_started_ns{0};
   // Intrusive link in the shim's spare pool (guarded by the pool lock).
   Activation* next_spare = nullptr;
+  // Intrusive link in the shim's held FIFO (guarded by the pool lock).
+  Activation* next_held = nullptr;
   // For a TakeOver job: whose processor this spare takes, and since when it
   // was blocked (steady_clock ns); written before the job (release).
   Activation* takes_over = nullptr;

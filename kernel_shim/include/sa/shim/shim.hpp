@@ -280,7 +280,11 @@ class Shim {
   mutable std::mutex lock_;                   // guards all_, spares_
   std::vector<std::unique_ptr<Activation>> all_;
   Activation* spares_ = nullptr;              // intrusive stack (Activation::next_spare)
-  std::vector<Activation*> held_;             // Held, waiting for a processor (FIFO)
+  // Held activations waiting for a processor: an intrusive FIFO through
+  // Activation::next_held, so hold() allocates nothing (it runs in a signal
+  // handler that may have interrupted malloc).
+  Activation* held_head_ = nullptr;
+  Activation* held_tail_ = nullptr;
   std::atomic<int> n_waiting_held_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> starting_{0};             // started, not yet in the pool
