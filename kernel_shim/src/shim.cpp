@@ -101,6 +101,7 @@ void Shim::stop() noexcept {
   std::lock_guard g(lock_);
   all_.clear();
   spares_ = nullptr;
+  held_head_ = held_tail_ = nullptr;
 }
 
 void Shim::run(Activation& a) noexcept {

@@ -177,13 +177,16 @@ TEST_CASE("CPU-hog processes preempting the activations are reported as processo
         }));
       for (auto& f : fibers) f.join();
     });
+    // The monitor runs SCHED_IDLE: while the hogs and the VProcs fill both
+    // CPUs it does not run. Stop the hogs and let it read the records.
+    for (pid_t pid : hogs) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    for (int i = 0; i < 100 && rt.stats().shim.processor_preempted == 0; ++i) std::this_thread::sleep_for(10ms);
     auto s = rt.stats();
     notices = s.shim.processor_preempted;
     per_vproc_sum = s.total().preemptions;
-  }
-  for (pid_t pid : hogs) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
   }
   INFO("preemption notices " << notices);
   CHECK(notices > 0);  // 300 ms of compute beside hogs is preempted many times
