@@ -45,13 +45,13 @@ TEST_CASE("posix: read, write, readv, writev on a pipe park only the fiber") {
     Pipe p;
     sa::Fiber reader = sa::spawn([&] {
       char buf[16] = {};
-      CHECK(sa::io::read(p.r, buf, 5) == 5);
-      CHECK(std::string(buf, 5) == "hello");
+      SA_FIBER_CHECK(sa::io::read(p.r, buf, 5) == 5);
+      SA_FIBER_CHECK(std::string(buf, 5) == "hello");
       char a[3], b[4];
       iovec iov[2] = {{a, 3}, {b, 4}};
-      CHECK(sa::io::readv(p.r, iov, 2) == 7);
-      CHECK(std::string(a, 3) + std::string(b, 4) == "abcdefg");
-      CHECK(sa::io::read(p.r, buf, sizeof buf) == 0);  // EOF
+      SA_FIBER_CHECK(sa::io::readv(p.r, iov, 2) == 7);
+      SA_FIBER_CHECK(std::string(a, 3) + std::string(b, 4) == "abcdefg");
+      SA_FIBER_CHECK(sa::io::read(p.r, buf, sizeof buf) == 0);  // EOF
     });
     sa::this_fiber::sleep_for(10ms);  // the reader is parked by now
     CHECK(sa::io::write(p.w, "hello", 5) == 5);
@@ -60,6 +60,7 @@ TEST_CASE("posix: read, write, readv, writev on a pipe park only the fiber") {
     CHECK(sa::io::close(p.w) == 0);
     p.w = -1;
     reader.join();
+    CHECK(sa_test::fiber_failures() == 0);
   });
 }
 
@@ -114,7 +115,7 @@ TEST_CASE("posix: poll waits on one or several fds and times out") {
 
     sa::Fiber w = sa::spawn([&] {
       sa::this_fiber::sleep_for(20ms);
-      CHECK(::write(b.w, "x", 1) == 1);
+      SA_FIBER_CHECK(::write(b.w, "x", 1) == 1);
     });
     two[0].revents = two[1].revents = 0;
     CHECK(sa::io::poll(two, 2, -1) == 1);
@@ -124,7 +125,7 @@ TEST_CASE("posix: poll waits on one or several fds and times out") {
 
     sa::Fiber w2 = sa::spawn([&] {
       sa::this_fiber::sleep_for(20ms);
-      CHECK(::write(a.w, "y", 1) == 1);
+      SA_FIBER_CHECK(::write(a.w, "y", 1) == 1);
     });
     one.revents = 0;
     CHECK(sa::io::poll(&one, 1, 10'000) == 1);
@@ -132,6 +133,7 @@ TEST_CASE("posix: poll waits on one or several fds and times out") {
     w2.join();
     CHECK(sa::io::poll(nullptr, 0, 10) == 0);
   });
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("posix: a caller's O_NONBLOCK fd still parks until data arrives") {
@@ -141,12 +143,13 @@ TEST_CASE("posix: a caller's O_NONBLOCK fd still parks until data arrives") {
     Pipe p(O_NONBLOCK);
     sa::Fiber w = sa::spawn([&] {
       sa::this_fiber::sleep_for(20ms);
-      CHECK(sa::io::write(p.w, "late", 4) == 4);
+      SA_FIBER_CHECK(sa::io::write(p.w, "late", 4) == 4);
     });
     char buf[8];
     CHECK(sa::io::read(p.r, buf, sizeof buf) == 4);
     w.join();
   });
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("posix: sleep, usleep and nanosleep park the fiber") {

@@ -63,7 +63,7 @@ TEST_CASE("tcp: a round trip on 127.0.0.1, then EOF on both sides") {
     CHECK(addr.port() != 0);
     sa::Fiber server = sa::spawn([&] {
       auto conn = listener.accept();
-      CHECK(echo_until_eof(conn) == 11);
+      SA_FIBER_CHECK(echo_until_eof(conn) == 11);
       conn.shutdown(SHUT_WR);
     });
     auto c = sa::net::TcpStream::connect(addr);
@@ -77,6 +77,7 @@ TEST_CASE("tcp: a round trip on 127.0.0.1, then EOF on both sides") {
     CHECK(c.read(buf, sizeof buf) == 0);  // the server's EOF
     server.join();
   });
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
@@ -322,7 +323,7 @@ TEST_CASE("tcp: calls from a thread that is not a fiber are plain blocking calls
   const auto addr = listener.local_addr();
   sa::Fiber server = rt.spawn([&] {
     auto conn = listener.accept();
-    CHECK(echo_until_eof(conn) == 1000);
+    SA_FIBER_CHECK(echo_until_eof(conn) == 1000);
   });
   std::thread client([&] {
     auto c = sa::net::TcpStream::connect(addr, sa::io::deadline_after(5s));
@@ -337,6 +338,7 @@ TEST_CASE("tcp: calls from a thread that is not a fiber are plain blocking calls
   });
   client.join();
   server.join();
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("tcp: EMFILE on accept is an error after a pause, not a busy loop") {

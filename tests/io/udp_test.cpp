@@ -30,7 +30,7 @@ TEST_CASE("udp: datagrams go both ways with their sender's address") {
       for (int i = 0; i < kCount; ++i) {
         sa::net::Address from;
         const std::size_t n = b.recv_from(buf, sizeof buf, from);
-        CHECK(from == a.local_addr());
+        SA_FIBER_CHECK(from == a.local_addr());
         b.send_to(buf, n, from);
       }
     });
@@ -45,6 +45,7 @@ TEST_CASE("udp: datagrams go both ways with their sender's address") {
     }
     echo.join();
   });
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("udp: recv_from times out, and close cancels a receive in flight") {

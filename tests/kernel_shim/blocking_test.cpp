@@ -28,18 +28,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Catch2's assertions are not thread-safe: code that runs in fibers beside
-// others (on other VProcs) counts failures here, and the test checks the
-// count from one thread at the end.
-std::atomic<int> fiber_failures{0};
-#define FIBER_CHECK(cond)                                                          \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      std::fprintf(stderr, "%s:%d: FIBER_CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++fiber_failures;                                                            \
-    }                                                                              \
-  } while (0)
-
 struct Pipe {
   int fd[2] = {-1, -1};
   Pipe() { REQUIRE(::pipe2(fd, O_CLOEXEC) == 0); }
@@ -65,7 +53,7 @@ long deadlock_scenario(int vprocs, bool annotate) {
     }));
   sa::this_fiber::yield();  // let the readers block first
   fibers.push_back(sa::spawn([&] {
-    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
   }));
   for (auto& f : fibers) f.join();
   return got.load();
@@ -80,7 +68,7 @@ TEST_CASE("I4: more fibers blocked in reads than VProcs, writer last, completes 
   long got = 0;
   rt.run([&] { got = deadlock_scenario(vprocs, /*annotate=*/true); });
   CHECK(got == vprocs + 8);
-  CHECK(fiber_failures == 0);
+  CHECK(sa_test::fiber_failures() == 0);
   auto s = rt.stats().shim;
   INFO("blocked " << s.activation_blocked << " unblocked " << s.activation_unblocked << " perf " << s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -96,7 +84,7 @@ TEST_CASE("I4: the same with raw, unannounced read() calls completes with the sh
   long got = 0;
   rt.run([&] { got = deadlock_scenario(vprocs, /*annotate=*/false); });
   CHECK(got == vprocs + 8);
-  CHECK(fiber_failures == 0);
+  CHECK(sa_test::fiber_failures() == 0);
   auto s = rt.stats().shim;
   INFO("blocked " << s.activation_blocked << " held " << s.held << " window p50 " << s.held_window_p50_us
                   << " us p99 " << s.held_window_p99_us << " us");
@@ -131,12 +119,12 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
     for (auto& p : pipes)
       fibers.push_back(sa::spawn([&p, &spins] {
         char c;
-        FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
+        SA_FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
         auto until = std::chrono::steady_clock::now() + 20ms;  // pure user code
         while (std::chrono::steady_clock::now() < until) spins.fetch_add(1, std::memory_order_relaxed);
       }));
     sa::this_fiber::sleep_for(20ms);
-    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
     for (auto& f : fibers) f.join();
     CHECK(spins > 0);
   });
@@ -146,7 +134,7 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
   INFO("held " << s.held << " window p50 " << s.held_window_p50_us << " us p99 " << s.held_window_p99_us << " us");
   CHECK(s.held >= 1);
   CHECK(max_running <= vprocs);
-  CHECK(fiber_failures == 0);
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("CPU-hog processes preempting the activations are reported as processor_preempted") {
@@ -249,10 +237,10 @@ TEST_CASE("the shim hands off VProcs blocked in nanosleep and behind a std::mute
         m.unlock();
       }));
     sa::this_fiber::yield();
-    lockers.push_back(sa::spawn([&] { FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
+    lockers.push_back(sa::spawn([&] { SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
     for (auto& f : lockers) f.join();
     CHECK(entered == 5);
-    CHECK(fiber_failures == 0);
+    CHECK(sa_test::fiber_failures() == 0);
   });
 }
 
@@ -262,7 +250,7 @@ TEST_CASE("the fallback monitor (no perf records) also hands off blocked VProcs"
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
   CHECK(got == 10);
-  CHECK(fiber_failures == 0);
+  CHECK(sa_test::fiber_failures() == 0);
   auto s = rt.stats().shim;
   CHECK_FALSE(s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -274,7 +262,7 @@ TEST_CASE("the fallback monitor also catches raw, unannounced reads") {
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
   CHECK(got == 10);
-  CHECK(fiber_failures == 0);
+  CHECK(sa_test::fiber_failures() == 0);
   auto s = rt.stats().shim;
   CHECK_FALSE(s.perf);
   CHECK(s.activation_blocked >= 1);
@@ -309,7 +297,7 @@ TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocki
     lockers.push_back(sa::spawn([&] {
       std::lock_guard g(m);
       char c;
-      FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
+      SA_FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);
       ++entered;
     }));
     sa::this_fiber::yield();
@@ -319,10 +307,10 @@ TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocki
         ++entered;
       }));
     sa::this_fiber::yield();
-    lockers.push_back(sa::spawn([&] { FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
+    lockers.push_back(sa::spawn([&] { SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1); }));
     for (auto& f : lockers) f.join();
     CHECK(entered == 5);
-    CHECK(fiber_failures == 0);
+    CHECK(sa_test::fiber_failures() == 0);
   });
 }
 
@@ -427,10 +415,10 @@ TEST_CASE("I1: activations running user code never outnumber VProcs") {
         }
       }));
     sa::this_fiber::sleep_for(300ms);
-    for (auto& p : pipes) FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+    for (auto& p : pipes) SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
     for (auto& f : fibers) f.join();
     CHECK(work > 0);
-    CHECK(fiber_failures == 0);
+    CHECK(sa_test::fiber_failures() == 0);
   });
   done = true;
   sampler.join();

@@ -15,6 +15,23 @@
 
 namespace sa_test {
 
+// Catch2's assertions are not thread-safe. Code that runs in a fiber or
+// thread beside other asserting code (on another VProc) uses
+// SA_FIBER_CHECK, which prints and counts a failure; the test then checks
+// fiber_failures() == 0 from one thread at the end.
+inline std::atomic<int>& fiber_failure_count() {
+  static std::atomic<int> n{0};
+  return n;
+}
+inline int fiber_failures() { return fiber_failure_count().load(); }
+#define SA_FIBER_CHECK(cond)                                                                 \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      std::fprintf(stderr, "%s:%d: SA_FIBER_CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      ++::sa_test::fiber_failure_count();                                                    \
+    }                                                                                        \
+  } while (0)
+
 // Watchdog: if not destroyed within `limit`, prints what hung and exits the
 // test process with status 3 (ctest reports the failure and the message).
 class Watchdog {
