@@ -271,8 +271,8 @@ TEST_CASE("tcp: IPv6 round trip on [::1]") {
     CHECK(addr.to_string() == "[::1]:" + std::to_string(addr.port()));
     sa::Fiber server = sa::spawn([&] {
       auto conn = listener.accept();
-      CHECK(conn.peer_addr().family() == AF_INET6);
-      CHECK(echo_until_eof(conn) == 4);
+      SA_FIBER_CHECK(conn.peer_addr().family() == AF_INET6);
+      SA_FIBER_CHECK(echo_until_eof(conn) == 4);
     });
     auto c = sa::net::TcpStream::connect(addr.to_string());
     c.write_all("ping");
@@ -282,6 +282,7 @@ TEST_CASE("tcp: IPv6 round trip on [::1]") {
     c.close();
     server.join();
   });
+  CHECK(sa_test::fiber_failures() == 0);
 }
 
 TEST_CASE("tcp: bad addresses and ports are clear errors") {
