@@ -104,25 +104,11 @@ Plan calibrate(int cpus, std::chrono::milliseconds target) {
   return p;
 }
 
-// Pipe: an RAII pipe a blocker reads.
-struct Pipe {
-  int fd[2] = {-1, -1};
-  Pipe() {
-    if (::pipe(fd) != 0) fail(kBench, "pipe() failed");
-  }
-  ~Pipe() {
-    ::close(fd[0]);
-    ::close(fd[1]);
-  }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-};
-
 // Round: what the fibers of one round and its controller share.
 class Round {
  public:
   Round(const Plan& plan, int k) : plan_(plan), k_(k), progress_(size_t(plan.m)), pipes_(size_t(k)) {
-    for (auto& p : pipes_) p = std::make_unique<Pipe>();
+    for (auto& p : pipes_) p = std::make_unique<Pipe>(kBench);
   }
 
   int k() const { return k_; }

@@ -67,20 +67,6 @@ double percentile(std::vector<double> v, double p) {
   return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
 }
 
-// Pipe: an RAII pipe whose read end A blocks on.
-struct Pipe {
-  int fd[2] = {-1, -1};
-  Pipe() {
-    if (::pipe(fd) != 0) fail(kBench, "pipe() failed");
-  }
-  ~Pipe() {
-    ::close(fd[0]);
-    ::close(fd[1]);
-  }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-};
-
 // Handoff: one runtime and its samples, for one mode.
 class Handoff {
  public:
@@ -173,7 +159,7 @@ class Handoff {
 
   const bool annotated_;
   sa::Runtime rt_{{.vprocs = 1, .shim = sa::ShimMode::on}};
-  Pipe pipe_;
+  Pipe pipe_{kBench};
   std::atomic<int64_t> read_since_{0}, busy_since_{0}, t1_{0};
   std::atomic<long> stalls_{0};
   std::atomic<bool> stuck_{false}, stop_{false};

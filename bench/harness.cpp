@@ -2,6 +2,8 @@
 
 #include "harness.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +113,15 @@ std::optional<double> run_go_peer(const Args& args, const std::string& bench,
   }
   if (!value) note(bench, "Go peer printed no " + metric + " line");
   return value;
+}
+
+Pipe::Pipe(const std::string& bench) {
+  if (::pipe(fd) != 0) fail(bench, "pipe() failed");
+}
+
+Pipe::~Pipe() {
+  ::close(fd[0]);
+  ::close(fd[1]);
 }
 
 }  // namespace sa::bench

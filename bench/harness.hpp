@@ -67,4 +67,14 @@ std::optional<double> run_go_peer(const Args& args, const std::string& bench,
 // fail() prints "bench <bench>: FAILED: <text>" to stderr and exits with 1.
 [[noreturn]] void fail(const std::string& bench, const std::string& text);
 
+// Pipe: an RAII pipe for benchmarks whose fibers block in read(); a failed
+// pipe() ends the run with fail(bench, ...).
+struct Pipe {
+  explicit Pipe(const std::string& bench);
+  ~Pipe();
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  int fd[2] = {-1, -1};
+};
+
 }  // namespace sa::bench
