@@ -119,6 +119,7 @@ namespace {
 thread_local int tl_call_depth = 0;
 thread_local FiberCtl* tl_call_fiber = nullptr;
 thread_local shim::Shim* tl_call_shim = nullptr;
+thread_local bool tl_call_entered = false;  // blocking_enter moved us User -> Running
 
 // post_requeue: the fiber whose call outlived its VProc is saved; ready it
 // (the calling activation has no VProc now, so it goes to the global queue).
@@ -147,6 +148,7 @@ bool blocking_enter() noexcept {
   vp = current_vproc();                              // a hold may have moved us
   tl_call_fiber = vp->current;
   tl_call_shim = &vp->core.shim();
+  tl_call_entered = entered;
   if (!tl_call_shim->enter_call()) {
     if (entered) shim::Shim::leave_runtime();
     return false;
@@ -159,8 +161,9 @@ void blocking_exit() noexcept {
   if (--tl_call_depth > 0) return;
   // The thread-locals are this activation's: read them before exit_call(),
   // after which the fiber may be running on another activation.
+  const bool entered = tl_call_entered;
   tl_call_shim->exit_call();
-  shim::Shim::leave_runtime();  // Running -> User, on whichever activation we are
+  if (entered) shim::Shim::leave_runtime();  // Running -> User, on whichever activation we are
 }
 
 void RuntimeCore::start(FiberCtl* f) noexcept {
