@@ -161,6 +161,71 @@ TEST_CASE("tcp: read and accept deadlines fire with ETIMEDOUT") {
   });
 }
 
+TEST_CASE("tcp: connect to a listener whose accept queue is full times out with ETIMEDOUT at the deadline") {
+  // A listener with backlog 0 keeps one connection nobody accepts; while its
+  // accept queue is full the kernel drops further SYNs without an answer (no
+  // RST, unlike a closed port), so a connect waits in SYN_SENT, retrying at
+  // 1 s, 3 s, ..., until its deadline: a timeout that fires on loopback, with
+  // no network. A fiber beside it keeps ticking on the one VProc: the connect
+  // parks the fiber, not the kernel thread.
+  const int vprocs = GENERATE(1, 2);
+  sa_test::Watchdog wd{20s, "tcp connect timeout"};
+  sa::Runtime rt{{.vprocs = vprocs}};
+  rt.run([] {
+    auto listener = sa::net::TcpListener::bind("127.0.0.1:0", 0);
+    const auto addr = listener.local_addr();
+    // Fill the accept queue: connect until one attempt times out (the first
+    // should; a kernel that admits a few more only takes longer).
+    std::vector<sa::net::TcpStream> queued;
+    std::error_code ec;
+    for (int i = 0; i < 8; ++i) {
+      auto c = sa::net::TcpStream::connect(addr, ec, sa::io::deadline_after(200ms));
+      if (ec) break;
+      queued.push_back(std::move(c));
+    }
+    REQUIRE(ec.value() == ETIMEDOUT);
+    REQUIRE(!queued.empty());
+
+    std::atomic<bool> connecting{true};
+    std::atomic<int> ticks{0};
+    sa::Fiber ticker = sa::spawn([&] {
+      while (connecting) {
+        sa::this_fiber::sleep_for(5ms);
+        ++ticks;
+      }
+    });
+    constexpr auto kTimeout = 300ms;
+    const auto t0 = std::chrono::steady_clock::now();
+    const int err = error_of([&] { sa::net::TcpStream::connect(addr.to_string(), kTimeout); });
+    const auto elapsed = std::chrono::steady_clock::now() - t0;
+    connecting = false;
+    ticker.join();
+    CHECK(err == ETIMEDOUT);
+    CHECK(elapsed >= kTimeout);
+    CHECK(elapsed < kTimeout + 200ms);  // the deadline ended it, not the 1 s SYN retry
+    CHECK(ticks >= 20);                 // ~60 in 300 ms; the VProc kept running fibers
+
+    // Accepting one queued connection frees the queue: a connect succeeds again.
+    auto s = listener.accept();
+    auto c = sa::net::TcpStream::connect(addr, sa::io::deadline_after(5s));
+    CHECK(c.is_open());
+  });
+
+  // The same from a plain thread (non-blocking connect and poll(2)).
+  auto listener = sa::net::TcpListener::bind("127.0.0.1:0", 0);
+  std::error_code ec;
+  std::vector<sa::net::TcpStream> queued;
+  for (int i = 0; i < 8 && !ec; ++i)
+    queued.push_back(sa::net::TcpStream::connect(listener.local_addr(), ec, sa::io::deadline_after(200ms)));
+  REQUIRE(ec.value() == ETIMEDOUT);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(error_of([&] { sa::net::TcpStream::connect(listener.local_addr(), sa::io::deadline_after(300ms)); }) ==
+        ETIMEDOUT);
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  CHECK(elapsed >= 300ms);
+  CHECK(elapsed < 500ms);
+}
+
 TEST_CASE("tcp: close and cancel interrupt operations in flight with ECANCELED") {
   const int vprocs = GENERATE(1, 2);
   sa_test::Watchdog wd{20s, "tcp cancellation"};
