@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <mutex>
 #include <stdexcept>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <sa/shim/block_monitor.hpp>
 
@@ -336,6 +338,21 @@ bool Shim::hold(Activation& a) noexcept {
   if (monitor_) monitor_->call_started();  // it may give us a blocked activation's processor
   handler_.activation_held(a);
   return true;
+}
+
+bool Shim::resume_faulted(int tid) noexcept {
+  if (!options_.activations || tid <= 0) return false;
+  std::lock_guard g(lock_);
+  for (const auto& a : all_) {
+    if (a->tid() != tid) continue;
+    // The held window is measured from here: the resolved fault runs no
+    // user instruction before the handler holds it.
+    a->woke_at_ns.store(now_ns(), std::memory_order_relaxed);
+    a->signalled.store(true, std::memory_order_relaxed);  // the monitor need not signal it again
+    ::syscall(SYS_tgkill, ::getpid(), tid, kHoldSignal());
+    return true;
+  }
+  return false;
 }
 
 Activation* Shim::take_held() noexcept {

@@ -239,6 +239,14 @@ class Shim {
   // take_held() removes and returns the longest-held activation, or null;
   // the caller then give_processor()s it. Never blocks.
   Activation* take_held() noexcept;
+  // resume_faulted() resumes activation `tid`, asleep in a page fault that
+  // its pager resolved without waking it (UFFDIO_COPY_MODE_DONTWAKE): a
+  // signal interrupts the fault wait, and the activation holds in the signal
+  // handler, before its next user instruction, if its processor was taken
+  // (Lost); otherwise it just retries the access. Returns false (and does
+  // nothing) if `tid` is not one of this shim's activations in activations
+  // mode: wake that thread with UFFDIO_WAKE instead. Never blocks.
+  bool resume_faulted(int tid) noexcept;
   // has_held() is true while a held activation waits; one load.
   bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
 
