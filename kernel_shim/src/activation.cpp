@@ -14,8 +14,6 @@ namespace sa::shim {
 
 namespace {
 
-thread_local Activation* tl_current = nullptr;
-
 // An alternate signal stack for the calling thread, so that a SIGSEGV on a
 // fiber's guard page can still run a handler. RAII: unmapped at thread exit.
 class AltStack {
@@ -80,7 +78,14 @@ void Activation::join() noexcept {
   if (thread_.joinable()) thread_.join();
 }
 
-Activation* Activation::current() noexcept { return tl_current; }
+constinit thread_local Activation* Activation::tl_current_ = nullptr;
+
+void Activation::watch_run_state() noexcept {
+  if (run_state_.load(std::memory_order_relaxed)) return;
+  run_state_owner_ = RunStateWord::open_for_this_thread();
+  // release: readers on other threads see the mapped ring.
+  run_state_.store(run_state_owner_.get(), std::memory_order_release);
+}
 
 void Activation::set_state(ActivationState from, ActivationState to) noexcept {
   ActivationState seen = from;
@@ -108,7 +113,7 @@ void Activation::pin(int cpu) noexcept {
 }
 
 void Activation::main() {
-  tl_current = this;
+  tl_current_ = this;
   tid_.store(static_cast<int>(::gettid()), std::memory_order_release);
   char name[16];
   std::snprintf(name, sizeof name, "sa-act%d", id_);
@@ -116,7 +121,8 @@ void Activation::main() {
   AltStack alt;
   body_(*this);
   state_.store(ActivationState::Exited, std::memory_order_release);
-  tl_current = nullptr;
+  run_state_.store(nullptr, std::memory_order_release);
+  tl_current_ = nullptr;
 }
 
 }  // namespace sa::shim

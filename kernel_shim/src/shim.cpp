@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <mutex>
+#include <sched.h>
 #include <stdexcept>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -108,6 +109,7 @@ void Shim::stop() noexcept {
 
 void Shim::run(Activation& a) noexcept {
   if (monitor_) monitor_->attach(a);
+  if (options_.activations && options_.use_perf) a.watch_run_state();
   ActivationState state = ActivationState::Starting;
   for (;;) {
     uint32_t job;
@@ -355,6 +357,37 @@ bool Shim::resume_faulted(int tid) noexcept {
   return false;
 }
 
+bool Shim::donate(Activation& holder) noexcept {
+  Activation* self = Activation::current();
+  if (!options_.activations || !self || self == &holder) return false;
+  const int cpu = cpu_of(self->vproc.load(std::memory_order_relaxed));
+  if (cpu < 0 || cpu_of(holder.vproc.load(std::memory_order_relaxed)) < 0) return false;
+  // seq_cst: the flag is set before the holder's unlock can look for it
+  // (the holder's unlock exchange and its load of `donated` are seq_cst).
+  holder.donated.store(true, std::memory_order_seq_cst);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  // Moving a runnable thread off its CPU migrates it at once; failure (it
+  // exited, a cpuset forbids the CPU) leaves it where it was.
+  if (::sched_setaffinity(holder.tid(), sizeof set, &set) != 0) {
+    end_donation(holder);
+    return false;
+  }
+  n_donations_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void Shim::end_donation(Activation& a) noexcept {
+  if (!a.donated.exchange(false, std::memory_order_seq_cst)) return;
+  const int cpu = cpu_of(a.vproc.load(std::memory_order_relaxed));
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(a.tid(), sizeof set, &set);
+}
+
 Activation* Shim::take_held() noexcept {
   if (!has_held()) return nullptr;
   std::lock_guard g(lock_);
@@ -452,6 +485,7 @@ ShimStats Shim::stats() const {
     s.handoff_detected_us.buckets[i] = detected_buckets_[i].load(std::memory_order_relaxed);
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
+  s.donations = n_donations_.load(std::memory_order_relaxed);
   std::lock_guard g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {

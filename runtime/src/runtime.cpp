@@ -48,6 +48,8 @@ VProcStats Stats::total() const noexcept {
     t.idle_sleeps += v.idle_sleeps;
     t.idle_wakeups += v.idle_wakeups;
     t.preemptions += v.preemptions;
+    t.spin_recoveries += v.spin_recoveries;
+    t.spin_donations += v.spin_donations;
   }
   return t;
 }
@@ -69,6 +71,8 @@ Stats Runtime::stats() const {
         .idle_sleeps = get(c.idle_sleeps),
         .idle_wakeups = get(c.idle_wakeups),
         .preemptions = get(c.preemptions),
+        .spin_recoveries = get(c.spin_recoveries),
+        .spin_donations = get(c.spin_donations),
     });
   }
   const shim::ShimStats k = core_->shim().stats();
@@ -89,6 +93,7 @@ Stats Runtime::stats() const {
                      .handoff_detected_p50_us = k.handoff_detected_us.percentile(50),
                      .handoff_detected_p99_us = k.handoff_detected_us.percentile(99),
                      .processor_preempted = k.preempted,
+                     .donations = k.donations,
                      .held = k.held,
                      .held_window_p50_us = k.held_window_us.percentile(50),
                      .held_window_p99_us = k.held_window_us.percentile(99)};

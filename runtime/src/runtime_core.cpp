@@ -138,6 +138,9 @@ void RuntimeCore::activation_unblocked(shim::Activation&) noexcept {
 }
 
 bool blocking_enter() noexcept {
+  // A fiber in a critical section keeps its activation (runtime_core.hpp):
+  // its call runs unannounced, like any foreign blocking call.
+  if (tl_critical_depth > 0) return false;
   if (tl_call_depth > 0) {  // nested: the outermost call speaks for both
     ++tl_call_depth;
     return true;

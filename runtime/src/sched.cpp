@@ -3,6 +3,8 @@
 
 #include <sa/detail/runtime_core.hpp>
 
+#include <cstdio>
+#include <cstdlib>
 #include <sched.h>
 
 namespace sa::detail {
@@ -95,7 +97,15 @@ void ready(FiberCtl* f, bool run_next) noexcept {
   core.wake_idle();
 }
 
+void critical_section_violation(const char* what) noexcept {
+  FiberCtl* f = current_fiber();
+  std::fprintf(stderr, "sa: fiber %llu %s while holding an sa::Spinlock (unlock it first)\n",
+               static_cast<unsigned long long>(f ? f->id : 0), what);
+  std::abort();
+}
+
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  if (tl_critical_depth > 0) critical_section_violation("waited (park)");
   RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) return park_thread(w, lock, deadline_ns);
@@ -115,6 +125,7 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
 }
 
 void yield() noexcept {
+  if (tl_critical_depth > 0) critical_section_violation("yielded");
   RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) {

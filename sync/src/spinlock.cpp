@@ -14,16 +14,65 @@ FiberId current_fiber_id() noexcept {
 void Spinlock::lock_slow() noexcept {
   constexpr int kMaxBackoff = 1024;  // pauses between looks, at most
   constexpr int kYieldAfter = 64;    // backoff rounds before yielding the fiber
+  // Holding another Spinlock, we may not leave our activation: spin only.
+  const bool may_leave = detail::tl_critical_depth == 0;
   int backoff = 1;
-  unsigned waits = 0;
+  unsigned rounds = 0;
   for (;;) {
-    while (locked_.load(std::memory_order_relaxed)) {
+    while (state_.load(std::memory_order_relaxed) != 0) {
+      shim::Activation* h = holder_activation_.load(std::memory_order_relaxed);
+      const shim::CpuState cs = h ? h->cpu_state() : shim::CpuState::Unknown;
+      if (may_leave && (cs == shim::CpuState::Preempted || cs == shim::CpuState::Sleeping)) {
+        wait_for_holder(h, cs);
+        backoff = 1;
+        continue;
+      }
       for (int i = 0; i < backoff; ++i) SA_CPU_RELAX();
       if (backoff < kMaxBackoff) backoff *= 2;
-      if (++waits % kYieldAfter == 0) detail::yield();
+      if (may_leave && ++rounds % kYieldAfter == 0) detail::yield();
     }
     if (try_lock()) return;
   }
+}
+
+void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexcept {
+  // Runtime code from here: a block (sched_setaffinity may sleep) must not
+  // hand our processor away while we hold lock_.
+  detail::RuntimeSection section;
+  detail::VProc* vp = detail::current_vproc();
+  if (vp && vp->in_fiber()) detail::count(vp->counters.spin_recoveries);
+  // Step 1: nothing else to run here: give our CPU to the holder.
+  if (vp && state == shim::CpuState::Preempted && !vp->has_work() && vp->core.shim().donate(*h)) {
+    if (vp->in_fiber()) detail::count(vp->counters.spin_donations);
+    // seq_cst: after the store of `donated` (design comment). Released or
+    // passed on before the holder could see the flag: end it ourselves.
+    if (state_.load(std::memory_order_seq_cst) == 0 || holder_activation_.load(std::memory_order_seq_cst) != h)
+      vp->core.shim().end_donation(*h);
+  }
+  // Step 2: park until the next unlock, if the lock is still held.
+  detail::Waiter w;
+  lock_.lock();
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  while (s & kLocked) {
+    // Succeeds only while held: an unlock in between makes it fail.
+    if (state_.compare_exchange_weak(s, s | kParked, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      waiters_.push_back(&w);
+      detail::park(w, &lock_, detail::TimerHeap::kNever);
+      return;
+    }
+  }
+  lock_.unlock();
+}
+
+void Spinlock::unlock_slow(uint32_t old, shim::Activation* self) noexcept {
+  if (self && self->shim) self->shim->end_donation(*self);  // step 3
+  if (!(old & kParked)) return;
+  // Hold the wait-list lock as a runtime section: a block in it must not
+  // hand our processor away (the parked ones need us to finish).
+  detail::RuntimeSection section;
+  lock_.lock();
+  waiters_.wake_all();
+  lock_.unlock();
 }
 
 }  // namespace sa

@@ -30,25 +30,40 @@ TEST_CASE("fibers on every VProc increment under sa::Spinlock with an exact coun
   CHECK(counter == 16L * 20'000L);
 }
 
-TEST_CASE("a spinlock waiter lets a holder that yielded on the same VProc finish") {
-  sa_test::Watchdog wd{30s, "spinlock holder yields"};
-  sa::Runtime rt{{.vprocs = 1}};
-  rt.run([] {
-    sa::Spinlock sl;
-    int n = 0;
-    sa::Fiber holder = sa::spawn([&] {
-      std::lock_guard g(sl);
-      sa::this_fiber::yield();  // bad practice, but must not hang the VProc
-      ++n;
-    });
-    sa::Fiber waiter = sa::spawn([&] {
-      std::lock_guard g(sl);
-      ++n;
-    });
-    holder.join();
-    waiter.join();
-    CHECK(n == 2);
+TEST_CASE("a fiber that yields while holding a Spinlock is reported, not left to hang its VProc") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 1}};
+        rt.run([] {
+          sa::Spinlock sl;
+          std::lock_guard g(sl);
+          sa::this_fiber::yield();
+        });
+      },
+      10s);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK_THAT(r.err, Catch::Contains("yielded while holding an sa::Spinlock"));
+}
+
+TEST_CASE("a Spinlock taken while holding another one spins and nests") {
+  sa_test::Watchdog wd{30s, "nested spinlocks"};
+  sa::Runtime rt{{.vprocs = 2}};
+  long n = 0;
+  rt.run([&] {
+    sa::Spinlock outer, inner;
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 8; ++i)
+      fibers.push_back(sa::spawn([&] {
+        for (int k = 0; k < 2000; ++k) {
+          std::scoped_lock g(outer);
+          std::lock_guard h(inner);
+          ++n;
+        }
+      }));
+    for (auto& f : fibers) f.join();
   });
+  CHECK(n == 8 * 2000);
 }
 
 TEST_CASE("holder() names the fiber holding the lock") {

@@ -59,6 +59,8 @@ struct VProcStats {
   uint64_t idle_sleeps = 0;   // times the VProc slept in the kernel
   uint64_t idle_wakeups = 0;  // times it was woken for new work
   uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen
+  uint64_t spin_recoveries = 0;  // sa::Spinlock waiters that stopped spinning: holder not on a CPU
+  uint64_t spin_donations = 0;   // ... and gave the holder their CPU
 };
 
 // What the kernel shim did (ShimMode::on; zeros but processor_added otherwise).
@@ -80,6 +82,7 @@ struct ShimStats {
   double handoff_detected_p50_us = 0;  // ... for unannounced blocks
   double handoff_detected_p99_us = 0;
   uint64_t processor_preempted = 0;    // notices of kernel preemption
+  uint64_t donations = 0;              // CPUs donated to preempted spinlock holders
   uint64_t held = 0;               // activations held after an unannounced block
   double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
   double held_window_p99_us = 0;

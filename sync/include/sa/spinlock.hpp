@@ -1,18 +1,71 @@
 #pragma once
-// sa::Spinlock: a lock for very short critical sections that never parks.
-// Test-and-test-and-set with exponential backoff (Anderson 1990; Mellor-
-// Crummey and Scott 1991, "Algorithms for Scalable Synchronization on
-// Shared-Memory Multiprocessors"). A waiter that has spun for long yields its
-// fiber now and then, so a holder that yielded on the same VProc still runs.
+// sa::Spinlock: a lock for very short critical sections, aware of kernel
+// preemption (I5).
 //
-// Preemption awareness (a waiter that stops spinning when the holder's
-// activation is preempted, I5) comes with the preemption issue: the lock
-// already records its holder for that.
+// Problem (Anderson et al., section 2.1): the kernel may preempt the kernel
+// thread whose fiber holds a spinlock; every waiter then spins, burning its
+// processor, until the holder gets a CPU again, a whole time slice later.
+//
+// Design:
+//   - Test-and-test-and-set with exponential backoff (Anderson 1990; Mellor-
+//     Crummey and Scott 1991, "Algorithms for Scalable Synchronization on
+//     Shared-Memory Multiprocessors") while the holder runs.
+//   - The lock records its holder: the fiber id and the activation. With
+//     ShimMode::on every activation's on-CPU state is a word the kernel
+//     keeps (shim/run_state.hpp); a waiter reads it with a few loads, the
+//     way a paravirtualised guest's spinlock reads vcpu_is_preempted().
+//   - A waiter spins only while the holder's activation is Running. When it
+//     is Preempted (or Sleeping in the kernel) the waiter recovers:
+//       1. If its VProc has nothing else to run, it donates its CPU: the shim
+//          pins the holder activation to the waiter's CPU (the kernel
+//          migrates a runnable thread at once) and marks it donated.
+//       2. It parks its fiber on the lock (bit kParked), so its VProc runs
+//          other fibers, or goes idle and leaves the CPU to the holder.
+//       3. unlock() sees kParked and wakes the parked waiters, and, if the
+//          holder was donated a CPU, re-pins it to its own processor's CPU.
+//   - A fiber holding an sa::Spinlock is in a critical section
+//     (detail::tl_critical_depth): the runtime never deschedules it; a
+//     waiter that itself holds another Spinlock never parks or yields, it
+//     only spins.
+//
+// Why the recovery is safe:
+//   - Donation changes only where the kernel runs the holder, never what it
+//     runs or which VProc it owns: the holder stays the only activation
+//     running its VProc, and the waiter's activation stops using its CPU
+//     (its fiber parks; its VProc runs other fibers or sleeps), so no more
+//     activations run user code than before (I1).
+//   - Every donation ends: the holder's unlock exchanges the lock word and
+//     then loads `donated` (both seq_cst); the donor stores `donated`
+//     (seq_cst) before it pins the holder and re-checks the lock after. So
+//     either the unlock sees the flag and re-pins itself, or the donor sees
+//     the lock released or re-taken and ends the donation itself
+//     (Shim::end_donation clears the flag with one exchange: one of them
+//     re-pins, never both, never neither).
+//   - Parking cannot miss its wake-up: the waiter sets kParked with a CAS
+//     that succeeds only while the lock is held, under the lock's wait-list
+//     lock, and links itself before releasing that lock (waiter.hpp's park
+//     protocol); unlock() clears the word with one exchange, so it sees
+//     kParked and takes the wait-list lock before waking.
+//
+// Rejected: yielding the fiber in a loop while the holder is preempted (the
+// VProc spins through the run queue instead: the same waste); widening the
+// holder's affinity to both CPUs (the kernel leaves a runnable thread on its
+// run queue when its CPU stays allowed: no migration, no recovery); waking
+// parked waiters one at a time (a waiter woken just before the holder is
+// preempted again would wait a second round).
+//
+// With ShimMode::off (or without perf records) the holder's state is
+// Unknown and the lock is plain TTAS that yields its fiber now and then: the
+// baseline of the tour and bench/run spinlock.
 
 #include <atomic>
+#include <cstdint>
 
+#include <sa/detail/runtime_core.hpp>
 #include <sa/detail/spin_lock.hpp>
+#include <sa/detail/waiter.hpp>
 #include <sa/fiber.hpp>
+#include <sa/shim/activation.hpp>
 
 namespace sa {
 
@@ -27,33 +80,56 @@ class Spinlock {
   Spinlock(const Spinlock&) = delete;
   Spinlock& operator=(const Spinlock&) = delete;
 
-  // lock() spins until it holds the lock. Never parks the fiber; may yield
-  // it after a long wait. Never blocks the kernel thread in the kernel.
+  // lock() takes the lock: spins while the holder runs; while the holder's
+  // activation is preempted it may park the fiber (never when the caller
+  // already holds a Spinlock). Blocks the kernel thread only when called
+  // outside the runtime and the holder is preempted.
   void lock() noexcept {
     if (try_lock()) return;
     lock_slow();
   }
   // try_lock() takes the lock if it is free; never blocks.
   bool try_lock() noexcept {
+    uint32_t free = 0;
     // acquire: the critical section sees the previous holder's writes.
-    if (locked_.load(std::memory_order_relaxed) || locked_.exchange(true, std::memory_order_acquire)) return false;
+    if (state_.load(std::memory_order_relaxed) != 0 ||
+        !state_.compare_exchange_strong(free, kLocked, std::memory_order_acquire, std::memory_order_relaxed))
+      return false;
+    holder_activation_.store(shim::Activation::current(), std::memory_order_relaxed);
     holder_.store(detail::current_fiber_id(), std::memory_order_relaxed);
+    ++detail::tl_critical_depth;
     return true;
   }
-  // unlock() releases the lock; never blocks.
+  // unlock() releases the lock, wakes parked waiters and ends a donation;
+  // never blocks.
   void unlock() noexcept {
+    shim::Activation* self = holder_activation_.load(std::memory_order_relaxed);
     holder_.store(0, std::memory_order_relaxed);
-    locked_.store(false, std::memory_order_release);  // release: publish the section
+    holder_activation_.store(nullptr, std::memory_order_relaxed);
+    // seq_cst (release, and ordered before the load of `donated`: see the
+    // design comment).
+    const uint32_t old = state_.exchange(0, std::memory_order_seq_cst);
+    --detail::tl_critical_depth;
+    if ((old & kParked) || (self && self->donated.load(std::memory_order_seq_cst))) unlock_slow(old, self);
   }
   // holder() is the id of the fiber holding the lock (0: free, or a thread
-  // outside the runtime). A snapshot, for diagnostics and the shim.
+  // outside the runtime). A snapshot, for diagnostics.
   FiberId holder() const noexcept { return holder_.load(std::memory_order_relaxed); }
 
  private:
-  void lock_slow() noexcept;
+  static constexpr uint32_t kLocked = 1;  // held
+  static constexpr uint32_t kParked = 2;  // held, and waiters are parked on waiters_
 
-  std::atomic<bool> locked_{false};
+  void lock_slow() noexcept;
+  void unlock_slow(uint32_t old, shim::Activation* self) noexcept;
+  // wait_for_holder() is the recovery: the holder `h` is not on a CPU.
+  void wait_for_holder(shim::Activation* h, shim::CpuState state) noexcept;
+
+  std::atomic<uint32_t> state_{0};
   std::atomic<FiberId> holder_{0};
+  std::atomic<shim::Activation*> holder_activation_{nullptr};
+  detail::SpinLock lock_;     // guards waiters_
+  detail::WaitList waiters_;  // fibers (or threads) parked while the holder was preempted
 };
 
 }  // namespace sa

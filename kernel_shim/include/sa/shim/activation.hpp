@@ -47,7 +47,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <thread>
+
+#include <sa/shim/run_state.hpp>
 
 namespace sa::shim {
 
@@ -83,7 +86,19 @@ class Activation {
   void join() noexcept;
 
   // current() is the activation the calling kernel thread is, or nullptr.
-  static Activation* current() noexcept;
+  // Inline: one thread-local load (the spinlock records it per acquisition).
+  static Activation* current() noexcept { return tl_current_; }
+
+  // cpu_state() is whether this activation is on a CPU now, as the kernel
+  // last recorded it (run_state.hpp); Unknown outside activations mode or
+  // without perf. Any thread; a few loads; never blocks.
+  CpuState cpu_state(int64_t* since_ns = nullptr) const noexcept {
+    const RunStateWord* w = run_state_.load(std::memory_order_acquire);
+    return w ? w->read(since_ns) : CpuState::Unknown;
+  }
+  // watch_run_state() starts keeping cpu_state() (called by the activation
+  // itself, in activations mode, before it runs user code).
+  void watch_run_state() noexcept;
 
   // The processor this activation runs (or last ran); written by the shim.
   std::atomic<int> vproc{-1};
@@ -110,6 +125,10 @@ class Activation {
   void* loop_context = nullptr;
   // The shim that owns this activation.
   class Shim* shim = nullptr;
+  // Set while a spinlock waiter has moved this activation (preempted while
+  // holding the lock) onto the waiter's CPU; whoever clears it re-pins it
+  // (Shim::donate / Shim::end_donation).
+  std::atomic<bool> donated{false};
   // Monitor thread only: this block was counted as pool_exhausted; and, for
   // the /proc fallback, since when a User activation has been seen asleep.
   bool exhausted_counted = false;
@@ -122,7 +141,10 @@ class Activation {
   std::function<void(Activation&)> body_;
   std::atomic<ActivationState> state_{ActivationState::Starting};
   std::atomic<int> tid_{0};
+  std::unique_ptr<RunStateWord> run_state_owner_;
+  std::atomic<const RunStateWord*> run_state_{nullptr};
   std::thread thread_;
+  static constinit thread_local Activation* tl_current_;
 };
 
 }  // namespace sa::shim

@@ -162,6 +162,7 @@ struct ShimStats {
   LatencyHistogram handoff_call_us;      // ... for blocks in announced calls (sa::blocking)
   LatencyHistogram handoff_detected_us;  // ... for unannounced blocks
   uint64_t preempted = 0;         // processor_preempted notices
+  uint64_t donations = 0;         // processors donated to preempted spinlock holders
 };
 
 class BlockMonitor;
@@ -247,6 +248,18 @@ class Shim {
   // nothing) if `tid` is not one of this shim's activations in activations
   // mode: wake that thread with UFFDIO_WAKE instead. Never blocks.
   bool resume_faulted(int tid) noexcept;
+  // donate() gives the calling activation's CPU to `holder`, which the
+  // kernel preempted while its fiber holds a spinlock the caller waits for
+  // (issue 5): it marks `holder` donated and pins it to the caller's CPU,
+  // where the kernel migrates it at once; the caller should then stop using
+  // its CPU (park its fiber, let its processor idle). False (nothing done)
+  // outside activations mode, when processors are not pinned, or when the
+  // caller is no activation. Never blocks.
+  bool donate(Activation& holder) noexcept;
+  // end_donation() pins `a` back to its own processor's CPU if a donation
+  // moved it; the first caller after a donation does it. Any thread; never
+  // blocks.
+  void end_donation(Activation& a) noexcept;
   // has_held() is true while a held activation waits; one load.
   bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
 
@@ -305,6 +318,7 @@ class Shim {
   std::atomic<uint64_t> call_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> detected_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> n_preempted_{0};
+  std::atomic<uint64_t> n_donations_{0};
 
  public:
   // preempted() is called by the monitor for each preemption record of an

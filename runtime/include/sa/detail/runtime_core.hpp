@@ -95,6 +95,17 @@ struct RuntimeSection {
   const bool entered;
 };
 
+// Critical sections (issue 5): how many sa::Spinlocks the calling kernel
+// thread holds. A fiber holding one is never descheduled by the runtime: it
+// may not park or yield (either reports the misuse and aborts), and its
+// sa::blocking calls run unannounced, so it stays on its activation until it
+// unlocks; and
+// safe points (processor revocation) wait until the depth is 0.
+inline constinit thread_local int tl_critical_depth = 0;
+// critical_section_violation() reports "fiber N <what> while holding an
+// sa::Spinlock" and aborts.
+[[noreturn]] void critical_section_violation(const char* what) noexcept;
+
 // Time as the scheduler keeps it: steady_clock nanoseconds.
 inline int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())

@@ -68,6 +68,8 @@ struct VProcCounters {
   std::atomic<uint64_t> idle_sleeps{0};
   std::atomic<uint64_t> idle_wakeups{0};
   std::atomic<uint64_t> fibers_run{0};  // distinct dispatches from a queue
+  std::atomic<uint64_t> spin_recoveries{0};  // Spinlock waits on a holder not on a CPU
+  std::atomic<uint64_t> spin_donations{0};   // ... that gave the holder this CPU
   // Written by the shim's monitor thread (fetch_add), not the owner.
   std::atomic<uint64_t> preemptions{0};
 };
