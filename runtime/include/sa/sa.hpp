@@ -9,3 +9,4 @@
 #include <sa/sync.hpp>
 #include <sa/io.hpp>
 #include <sa/net.hpp>
+#include <sa/paged_region.hpp>

@@ -1,0 +1,234 @@
+#pragma once
+// sa::PagedRegion: memory whose missing pages a user-level pager supplies,
+// with page faults turned into scheduler-activation upcalls (issue 6).
+//
+// Problem. A far-memory or demand-paged data structure faults on pages that
+// must be fetched (from the network, a file, a compressor). The kernel
+// blocks the faulting kernel thread; under plain M:N threads that is the
+// thread carrying a VProc, so the processor is lost for the whole fetch, and
+// when the fetch itself needs a fiber to run (it reads a socket, waits on a
+// lock) every VProc faulting at once is a deadlock (DESIGN.md, defect 1).
+// The paper's kernel upcalls on a page fault like on any block; here the
+// fault goes to userfaultfd, and the pager is a fiber of the same runtime.
+//
+// Concepts.
+//   - Region: an anonymous private mapping of `size` bytes in `page_size`
+//     pages (a multiple of the system page), registered with a userfaultfd
+//     (kernel_shim/include/sa/shim/uffd.hpp): UFFD_USER_MODE_ONLY, missing
+//     mode, UFFD_FEATURE_THREAD_ID, plus write-protect mode when a writeback
+//     is given. Transparent huge pages are off for it.
+//   - Pager: the user's `void(size_t page, std::span<std::byte> out)`, run
+//     as a fiber (it may park: sa::io, sleep, lock) that fills a page-sized
+//     staging buffer, installed atomically with UFFDIO_COPY.
+//   - Fault server: a fiber that waits for the uffd to be readable (one
+//     io_uring poll on an epoll set of the uffd and a stop eventfd: it parks,
+//     never blocks its activation), reads uffd_msg batches and routes each
+//     fault by the page's state (below).
+//   - Waiter: a faulting thread id (the message's ptid) with the time its
+//     message was read. Resolving a page resumes each waiter with
+//     Shim::resume_faulted(tid) (an activation: the hold signal interrupts
+//     its fault wait; a Lost one holds in the handler before any user
+//     instruction, I1) and, for the other threads (outside the runtime, or
+//     ShimMode::off), UFFDIO_WAKE on the page.
+//   - Budget: at most `resident_pages` pages are resident or being filled
+//     or evicted. A fill past it first evicts a victim chosen by CLOCK.
+//
+// Page states (PageState; each says who owns the page's memory and queue):
+//   Missing   not mapped; in no queue. A fault makes it Filling.
+//   Filling   a pager owns the staging buffer; faulting tids collect in the
+//             page's waiter list (several faults on one page: one fill).
+//   Resident  mapped and in the CLOCK ring; the user owns the bytes.
+//   Evicting  out of the ring, being written back (write-protected, so a
+//             writer faults and waits) and dropped (MADV_DONTNEED). Faults
+//             wait and are resumed once it is Missing: they fault again.
+//   Failed    the pager threw; the page is poisoned: every access raises
+//             SIGBUS. It holds no budget.
+// State changes go through one function that checks the old state, under
+// the region's lock.
+//
+// Protocol of one fault (thread T touches missing page p):
+//   1. The kernel puts T to sleep in the fault and queues a message; with
+//      ShimMode::on and T an activation running a fiber's own code, the
+//      shim's monitor sees T switch out blocked, moves it to Lost and hands
+//      its VProc to a spare (upcall activation_blocked) - so the server and
+//      the pager have a processor even if every VProc faulted (I4).
+//   2. The server reads the message: p Missing -> Filling, T is p's first
+//      waiter, a pager fiber starts. p Filling or Evicting: T joins the
+//      waiters. p Resident (filled after T faulted) or Failed: T is resumed
+//      at once.
+//   3. The pager fiber reserves budget (step E below if it is exhausted),
+//      runs the pager into a staging buffer, then UFFDIO_COPY with
+//      UFFDIO_COPY_MODE_DONTWAKE: no sleeper runs yet.
+//   4. Under the lock p becomes Resident (CLOCK bit set) and the waiter
+//      list is taken; then each waiter is resumed (resume_faulted, else one
+//      UFFDIO_WAKE of p for all the rest). An activation resumed so holds
+//      until a VProc hands it a processor (shim.hpp, steps 6-8).
+//   Eviction (E), by a pager fiber that needs budget:
+//   E1. CLOCK: the hand passes resident pages, clearing set bits, and takes
+//       the first clear one: victim v, Resident -> Evicting.
+//   E2. With a writeback: UFFDIO_WRITEPROTECT v (a concurrent writer now
+//       faults and waits: nothing changes v's bytes from here), run the
+//       writeback on v's bytes in place.
+//   E3. MADV_DONTNEED v; Evicting -> Missing; resume v's waiters (they
+//       fault again and are served by a new fill). The freed budget goes to
+//       the evicting pager, which carries on at step 3.
+//
+// Errors.
+//   - Bad options (size 0, a size or page size that is not a multiple of
+//     the page, no pager) throw std::invalid_argument; a refused
+//     userfaultfd, mmap or registration throws std::system_error with its
+//     errno.
+//   - A pager that throws: "sa: pager for page N of region R threw: what
+//     (fiber F)" on stderr, and the page is poisoned (UFFDIO_POISON), so the
+//     faulting access raises SIGBUS in the faulting thread, as an access to
+//     a mapped file's page that cannot be read does; never a zero page.
+//     Without UFFD_FEATURE_POISON (Linux < 6.6) the process aborts instead.
+//   - A writeback that throws: the message, then abort (the page's data
+//     would be lost).
+//   - Destroying a region while faults on it are pending (waiters, or
+//     messages not yet read): "sa: region R destroyed while N faults are
+//     pending (pages ...)" and abort: the sleepers would otherwise wake on
+//     unmapped memory. Destroy it after the fibers and threads that touch
+//     it are done, and before its Runtime.
+//
+// Restrictions.
+//   - UFFD_USER_MODE_ONLY: the kernel does not fault pages in on the user's
+//     behalf. A system call given a missing page of the region (read(2)
+//     into it, an io_uring buffer) fails with EFAULT: touch the page first.
+//   - Without a writeback, eviction drops a page's bytes: the pager is the
+//     source of truth, writes to the region are lost when a page is evicted.
+//   - Userspace sees no accessed bits (clear_refs is process-wide, page_idle
+//     needs privilege), so CLOCK's reference bit is set only by a fill and
+//     by faults that find the page being filled: a new page gets one lap of
+//     grace, time for its faulters to use it. The budget should exceed the
+//     number of threads that fault at once, or a page may be evicted before
+//     its faulter touched it (thrashing).
+//   - A pager must not touch its own region (a fault of the pager on a page
+//     it is filling waits for itself).
+//   - ShimMode::on: every faulting activation stays Lost until its page is
+//     filled. Raise Options::max_activations above the number of fibers that
+//     may fault at once plus the VProcs; past the limit a faulting
+//     activation keeps its VProc, and if all do, the pagers cannot run.
+//   - ShimMode::off with pagers as fibers (the default): when every VProc's
+//     thread is asleep in a fault nothing runs the pagers: the deadlock the
+//     shim removes. `pager_threads` serves faults on kernel threads of the
+//     region's own instead, as a plain M:N runtime must.
+//
+// Rejected designs.
+//   - Waking faulters with UFFDIO_COPY's own wake: a woken Lost activation
+//     would run user code beside the spare holding its VProc until the
+//     monitor noticed (the measured I1 window); resume_faulted makes it hold
+//     first.
+//   - The fault server in the reactor's poll(): it runs on one VProc and
+//     would fill pages inline; a fiber lets pagers park and spreads them.
+//   - A fault server on its own kernel thread (the default being fibers):
+//     pagers could not park on fibers' events without a VProc, and that
+//     thread would run beside the VProcs (oversubscription, I1). It is the
+//     `pager_threads` baseline.
+//   - mprotect + SIGSEGV instead of userfaultfd: the handler would run on the
+//     faulting thread, in a signal context, where a pager cannot park.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include <sa/shim/shim.hpp>
+
+namespace sa {
+
+class Runtime;
+
+struct PagedRegionOptions {
+  // Bytes in the region: > 0 and a multiple of page_size.
+  std::size_t size = 0;
+  // Bytes per page: 0 = the system page size; otherwise a multiple of it.
+  std::size_t page_size = 0;
+  // Most pages resident (or being filled or evicted) at once; 0 = no limit.
+  std::size_t resident_pages = 0;
+  // Fills `out` (page_size bytes) with page `page`'s contents. Runs as a
+  // fiber of the runtime (or on a pager thread, see pager_threads); it may
+  // park. Required.
+  std::function<void(std::size_t page, std::span<std::byte> out)> pager;
+  // Optional: stores page `page`'s bytes before it is evicted (the page is
+  // write-protected meanwhile). Without it, evicted pages are dropped.
+  std::function<void(std::size_t page, std::span<const std::byte> data)> writeback;
+  // 0: the fault server and pagers are fibers of the runtime. n > 0: n
+  // kernel threads of the region's own, outside the runtime, read faults and
+  // call the pager and writeback inline (sa:: calls in them block that
+  // thread): what a plain M:N runtime (ShimMode::off) must do.
+  int pager_threads = 0;
+  // Name used in messages; empty: "region@<address>".
+  std::string name;
+};
+
+struct PagedRegionStats {
+  uint64_t faults = 0;          // fault messages read (missing and write-protect)
+  uint64_t coalesced = 0;       // faults that joined a fill of the same page already under way
+  uint64_t pages_filled = 0;    // pager calls installed with UFFDIO_COPY
+  uint64_t refills = 0;         // ... of pages that had been evicted before
+  uint64_t pager_failures = 0;  // pager calls that threw (pages poisoned)
+  uint64_t evictions = 0;       // pages dropped for the budget
+  uint64_t writebacks = 0;      // writeback calls
+  uint64_t resumed_by_shim = 0; // waiters resumed with Shim::resume_faulted
+  uint64_t woken = 0;           // waiters woken with UFFDIO_WAKE (other threads, ShimMode::off)
+  std::size_t resident = 0;     // pages resident now
+  std::size_t resident_high_water = 0;
+  double pager_seconds = 0;     // time spent in pager calls, summed
+  shim::LatencyHistogram pager_us;    // per pager call
+  shim::LatencyHistogram blocked_us;  // per fault: message read -> resumed (the
+                                      // held activation then waits for a VProc)
+};
+
+namespace detail {
+class PagedCore;
+}
+
+class PagedRegion {
+ public:
+  // Maps and registers the region and starts its fault server on the
+  // calling fiber's runtime. Throws std::logic_error outside a fiber,
+  // std::invalid_argument for bad options, std::system_error when the
+  // mapping or userfaultfd is refused. Never blocks the fiber.
+  explicit PagedRegion(PagedRegionOptions options);
+  // The same on `rt`, from any thread; may block the calling fiber or
+  // thread briefly (it asks a fiber of `rt` for the runtime's internals).
+  PagedRegion(Runtime& rt, PagedRegionOptions options);
+  PagedRegion(const PagedRegion&) = delete;
+  PagedRegion& operator=(const PagedRegion&) = delete;
+  // Stops the fault server, unmaps the region. Aborts with a message if
+  // faults on it are pending (see "Errors"). Blocks the calling fiber (or
+  // thread) until the server has stopped.
+  ~PagedRegion();
+
+  // data() is the region's first byte; touching a page may fault (and park
+  // the fiber's activation until the pager filled it). Never blocks.
+  std::byte* data() const noexcept;
+  // size() is the region's size in bytes, page_size() the page size,
+  // pages() the number of pages. Never block.
+  std::size_t size() const noexcept;
+  std::size_t page_size() const noexcept;
+  std::size_t pages() const noexcept;
+  // bytes() is the region as a span; page(i) is page i's bytes.
+  std::span<std::byte> bytes() const noexcept { return {data(), size()}; }
+  std::span<std::byte> page(std::size_t i) const noexcept {
+    return {data() + i * page_size(), page_size()};
+  }
+  // name() is the region's name in messages.
+  const std::string& name() const noexcept;
+  // write_protected_eviction() is true if the region was registered with
+  // uffd write protection (it has a writeback): eviction write-protects a
+  // page before writing it back. Never blocks.
+  bool write_protected_eviction() const noexcept;
+
+  // stats() reads the counters; takes the region's lock briefly, never
+  // parks. Any thread.
+  PagedRegionStats stats() const;
+
+ private:
+  std::unique_ptr<detail::PagedCore> core_;
+};
+
+}  // namespace sa

@@ -1,0 +1,752 @@
+// sa::PagedRegion: page faults served by a user-level pager through
+// userfaultfd. The design comment, page states and protocol are in
+// <sa/paged_region.hpp>; this file follows its step numbers.
+
+#include <sa/paged_region.hpp>
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <sa/detail/runtime_core.hpp>
+#include <sa/fiber.hpp>
+#include <sa/io.hpp>
+#include <sa/runtime.hpp>
+#include <sa/shim/uffd.hpp>
+#include <sa/this_fiber.hpp>
+
+namespace sa::detail {
+
+namespace {
+
+constexpr uint32_t kNone = UINT32_MAX;
+constexpr std::size_t kBatch = 64;  // uffd messages read at once by the fault server
+
+// fatal() prints "sa: <message>" and aborts: for errors after which the
+// region's sleepers could only see wrong memory or hang.
+[[noreturn]] __attribute__((format(printf, 1, 2))) void fatal(const char* fmt, ...) {
+  std::va_list ap;
+  va_start(ap, fmt);
+  std::fputs("sa: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  va_end(ap);
+  std::fflush(stderr);
+  std::abort();
+}
+
+// what_of() is the message of the exception `e` (caught on this thread).
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
+void record(std::atomic<uint64_t>* buckets, int64_t ns) noexcept {
+  const int64_t us = ns / 1000;
+  int b = 0;
+  while (b < shim::LatencyHistogram::kBuckets - 1 && us >= (int64_t{1} << b)) ++b;
+  buckets[b].fetch_add(1, std::memory_order_relaxed);
+}
+
+// Fd: an owned file descriptor.
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Mapping: an owned anonymous mapping.
+struct Mapping {
+  std::byte* base = nullptr;
+  std::size_t len = 0;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  explicit Mapping(std::size_t n) : len(n) {
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: mmap");
+    base = static_cast<std::byte*>(p);
+    // Huge pages would fault in 2 MiB at a time past the pager's page size.
+    ::madvise(p, n, MADV_NOHUGEPAGE);
+  }
+  ~Mapping() {
+    if (base) ::munmap(base, len);
+  }
+};
+
+}  // namespace
+
+enum class PageState : uint8_t {
+  Missing,   // not mapped; in no queue
+  Filling,   // a pager fills its staging buffer; faulting tids in waiters_
+  Resident,  // mapped; in the CLOCK ring
+  Evicting,  // out of the ring, written back and dropped; faults wait in waiters_
+  Failed,    // the pager threw; poisoned (SIGBUS on access); no budget
+};
+
+const char* to_string(PageState s) noexcept {
+  switch (s) {
+    case PageState::Missing: return "Missing";
+    case PageState::Filling: return "Filling";
+    case PageState::Resident: return "Resident";
+    case PageState::Evicting: return "Evicting";
+    case PageState::Failed: return "Failed";
+  }
+  return "?";
+}
+
+struct PageMeta {
+  PageState state = PageState::Missing;
+  bool ref = false;             // CLOCK reference bit
+  bool evicted_before = false;  // a fill of it is a refill
+  uint32_t next = kNone;        // CLOCK ring (Resident pages only)
+  uint32_t prev = kNone;
+};
+
+// A thread asleep in a fault on a page, and when its message was read.
+struct FaultWaiter {
+  int tid;
+  int64_t since_ns;
+};
+
+class PagedCore {
+ public:
+  PagedCore(RuntimeCore& rt, PagedRegionOptions options);
+  ~PagedCore();
+
+  std::byte* base() const noexcept { return map_.base; }
+  std::size_t size() const noexcept { return map_.len; }
+  std::size_t page_size() const noexcept { return page_size_; }
+  std::size_t pages() const noexcept { return meta_.size(); }
+  const std::string& name() const noexcept { return name_; }
+  bool wp() const noexcept { return wp_; }
+  PagedRegionStats stats() const;
+
+  // start() starts the fault server(s); `rt` must be the region's runtime.
+  void start();
+
+ private:
+  std::byte* addr(uint32_t p) const noexcept { return map_.base + std::size_t{p} * page_size_; }
+  // set_state() moves page p from `from` to `to` under lock_; aborts if it
+  // was not in `from` (a bug of this file, never the user's).
+  void set_state(uint32_t p, PageState from, PageState to) noexcept;
+
+  // Fault server (protocol step 2).
+  void serve_fibers() noexcept;
+  void serve_thread() noexcept;
+  // route() handles one message under lock_: what must happen next goes to
+  // `fills` (pages to fill) and `now` (waiters to resume at once).
+  void route(const uffd_msg& m, int64_t now, std::vector<uint32_t>& fills,
+             std::vector<std::pair<uint32_t, FaultWaiter>>& resume_now) noexcept;
+  void dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills) noexcept;
+
+  // Pager (steps 3-4) and eviction (E1-E3).
+  void fill(uint32_t p) noexcept;
+  void reserve() noexcept;
+  uint32_t clock_pick() noexcept;  // under lock_
+  void ring_insert(uint32_t p) noexcept;
+  void ring_remove(uint32_t p) noexcept;
+  void evict(uint32_t v) noexcept;
+  // finish() moves p from `from` to `to` under lock_, takes its waiters and
+  // resumes them; for Filling -> Resident / Failed and Evicting -> Missing.
+  void finish(uint32_t p, PageState from, PageState to, int64_t pager_ns) noexcept;
+  // resume() resumes the waiters of page p (its fault is resolved): each
+  // activation through the shim, the other threads with one UFFDIO_WAKE.
+  void resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept;
+
+  std::byte* take_buffer();
+  void give_buffer(std::byte* b) noexcept;
+
+  const PagedRegionOptions opt_;
+  std::string name_;
+  std::size_t page_size_ = 0;
+  std::size_t budget_ = 0;
+  RuntimeCore& rt_;
+  shim::Shim& shim_;
+  Mapping map_;
+  shim::Userfaultfd uffd_;
+  bool wp_ = false;
+  Fd stop_fd_;   // eventfd: written once to stop the server(s)
+  Fd epoll_fd_;  // {uffd, stop_fd}: one pollable fd for the fiber server
+
+  // Guarded by lock_ (taken inside a RuntimeSection by fibers).
+  mutable SpinLock lock_;
+  std::vector<PageMeta> meta_;
+  std::unordered_map<uint32_t, std::vector<FaultWaiter>> waiters_;  // Filling / Evicting pages
+  WaitList slot_waiters_;   // fills waiting for budget with no victim to evict
+  std::size_t used_ = 0;    // budget taken: pages reserved for a fill, Resident or Evicting
+  std::size_t resident_ = 0;
+  std::size_t resident_high_ = 0;
+  uint32_t hand_ = kNone;   // CLOCK hand; kNone when the ring is empty
+  std::vector<std::byte*> buffers_;  // free staging buffers
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> in_flight_{0};  // fills started and not finished
+  Fiber server_;
+  std::vector<std::thread> threads_;
+
+  // Counters (relaxed: read as a snapshot by stats()).
+  std::atomic<uint64_t> n_faults_{0}, n_coalesced_{0}, n_filled_{0}, n_refills_{0}, n_failed_{0},
+      n_evictions_{0}, n_writebacks_{0}, n_shim_{0}, n_woken_{0}, pager_ns_{0};
+  std::atomic<uint64_t> pager_buckets_[shim::LatencyHistogram::kBuckets] = {};
+  std::atomic<uint64_t> blocked_buckets_[shim::LatencyHistogram::kBuckets] = {};
+};
+
+namespace {
+
+std::size_t system_page() noexcept { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
+
+// checked() validates the options before anything is mapped.
+PagedRegionOptions checked(PagedRegionOptions o) {
+  const std::size_t sys = system_page();
+  if (o.page_size == 0) o.page_size = sys;
+  if (o.page_size % sys != 0)
+    throw std::invalid_argument("sa::PagedRegion: page_size " + std::to_string(o.page_size) +
+                                " is not a multiple of the system page size " + std::to_string(sys));
+  if (o.size == 0) throw std::invalid_argument("sa::PagedRegion: size is 0");
+  if (o.size % o.page_size != 0)
+    throw std::invalid_argument("sa::PagedRegion: size " + std::to_string(o.size) +
+                                " is not a multiple of the page size " + std::to_string(o.page_size));
+  if (o.size / o.page_size >= kNone) throw std::invalid_argument("sa::PagedRegion: too many pages");
+  if (!o.pager) throw std::invalid_argument("sa::PagedRegion: no pager");
+  if (o.pager_threads < 0) throw std::invalid_argument("sa::PagedRegion: pager_threads < 0");
+  return o;
+}
+
+}  // namespace
+
+PagedCore::PagedCore(RuntimeCore& rt, PagedRegionOptions options)
+    : opt_(checked(std::move(options))),
+      page_size_(opt_.page_size),
+      budget_(opt_.resident_pages),
+      rt_(rt),
+      shim_(rt.shim()),
+      map_(opt_.size),
+      uffd_(UFFD_FEATURE_THREAD_ID | (opt_.writeback ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0),
+            shim::Userfaultfd::kFeaturePoison),
+      meta_(opt_.size / opt_.page_size) {
+  if (opt_.name.empty()) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "region@%p", static_cast<void*>(map_.base));
+    name_ = buf;
+  } else {
+    name_ = opt_.name;
+  }
+  wp_ = static_cast<bool>(opt_.writeback);
+  const uint64_t ioctls = uffd_.register_range(map_.base, map_.len,
+                                               UFFDIO_REGISTER_MODE_MISSING | (wp_ ? UFFDIO_REGISTER_MODE_WP : 0));
+  const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_WAKE) |
+                        (wp_ ? uint64_t{1} << _UFFDIO_WRITEPROTECT : 0);
+  if ((ioctls & need) != need)
+    throw std::system_error(ENOTSUP, std::generic_category(),
+                            "sa::PagedRegion: the kernel lacks UFFDIO_COPY/WAKE" +
+                                std::string(wp_ ? "/WRITEPROTECT (needed by a writeback)" : "") +
+                                " on anonymous memory");
+  stop_fd_.fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_.fd < 0) throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: eventfd");
+  epoll_fd_.fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_.fd < 0) throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: epoll_create1");
+  for (int fd : {uffd_.fd(), stop_fd_.fd}) {
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_.fd, EPOLL_CTL_ADD, fd, &e) != 0)
+      throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: epoll_ctl");
+  }
+}
+
+void PagedCore::start() {
+  if (opt_.pager_threads == 0) {
+    server_ = wrap(launch(rt_, {}, make_fiber([this] { serve_fibers(); })));
+    return;
+  }
+  try {
+    for (int i = 0; i < opt_.pager_threads; ++i) threads_.emplace_back([this] { serve_thread(); });
+  } catch (...) {
+    stopping_.store(true);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(stop_fd_.fd, &one, sizeof one);
+    for (auto& t : threads_) t.join();
+    throw;
+  }
+}
+
+PagedCore::~PagedCore() {
+  // Stop the server(s): after this nobody reads messages or starts fills.
+  stopping_.store(true, std::memory_order_seq_cst);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = ::write(stop_fd_.fd, &one, sizeof one);
+  if (server_.joinable()) server_.join();
+  for (auto& t : threads_) t.join();
+
+  // Faults still pending: the pages with waiters, and unread messages.
+  std::vector<uint32_t> pending;
+  std::size_t faults = 0;
+  {
+    RuntimeSection section;
+    std::lock_guard g(lock_);
+    for (const auto& [p, ws] : waiters_) {
+      if (ws.empty()) continue;
+      pending.push_back(p);
+      faults += ws.size();
+    }
+  }
+  try {
+    uffd_msg msgs[kBatch];
+    while (std::size_t n = uffd_.read(msgs, kBatch))
+      for (std::size_t i = 0; i < n; ++i) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+        ++faults;
+        pending.push_back(static_cast<uint32_t>((msgs[i].arg.pagefault.address - reinterpret_cast<uint64_t>(map_.base)) /
+                                                page_size_));
+      }
+  } catch (const std::system_error& e) {
+    fatal("region %s: reading its last fault messages failed: %s", name_.c_str(), e.what());
+  }
+  if (faults > 0) {
+    std::string pages;
+    for (std::size_t i = 0; i < pending.size() && i < 16; ++i) pages += (i ? ", " : "") + std::to_string(pending[i]);
+    if (pending.size() > 16) pages += ", ...";
+    fatal("region %s destroyed while %zu faults are pending (pages %s); aborting: the faulting threads would "
+          "wake on unmapped memory",
+          name_.c_str(), faults, pages.c_str());
+  }
+  // Fills that resumed their waiters may still be returning their buffer.
+  while (in_flight_.load(std::memory_order_acquire) > 0) {
+    if (current_fiber()) sa::this_fiber::yield();
+    else std::this_thread::yield();
+  }
+  for (std::byte* b : buffers_) ::operator delete(b, std::align_val_t{system_page()});
+}
+
+void PagedCore::set_state(uint32_t p, PageState from, PageState to) noexcept {
+  PageMeta& m = meta_[p];
+  if (m.state != from)
+    fatal("region %s page %" PRIu32 ": state %s, expected %s on the way to %s (a PagedRegion bug)", name_.c_str(),
+          p, to_string(m.state), to_string(from), to_string(to));
+  m.state = to;
+}
+
+// --- fault server (step 2) -------------------------------------------------
+
+void PagedCore::serve_fibers() noexcept {
+  uffd_msg msgs[kBatch];
+  while (!stopping_.load(std::memory_order_acquire)) {
+    std::size_t n = 0;
+    try {
+      n = uffd_.read(msgs, kBatch);
+    } catch (const std::system_error& e) {
+      fatal("region %s: %s", name_.c_str(), e.what());
+    }
+    if (n == 0) {
+      // Park until the uffd or the stop eventfd is readable: one io_uring
+      // poll on the epoll set; the activation runs other fibers meanwhile.
+      pollfd pf{epoll_fd_.fd, POLLIN, 0};
+      if (sa::io::poll(&pf, 1, -1) < 0 && errno != EINTR)
+        fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
+      continue;
+    }
+    dispatch(msgs, n, /*inline_fills=*/false);
+  }
+}
+
+void PagedCore::serve_thread() noexcept {
+  char name[16];
+  std::snprintf(name, sizeof name, "sa-pager");
+  ::pthread_setname_np(::pthread_self(), name);
+  while (!stopping_.load(std::memory_order_acquire)) {
+    uffd_msg m;
+    std::size_t n = 0;
+    try {
+      n = uffd_.read(&m, 1);  // one at a time: the other pager threads take the rest
+    } catch (const std::system_error& e) {
+      fatal("region %s: %s", name_.c_str(), e.what());
+    }
+    if (n == 0) {
+      pollfd pf[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.fd, POLLIN, 0}};
+      if (::poll(pf, 2, -1) < 0 && errno != EINTR)
+        fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
+      continue;
+    }
+    dispatch(&m, 1, /*inline_fills=*/true);
+  }
+}
+
+void PagedCore::route(const uffd_msg& m, int64_t now, std::vector<uint32_t>& fills,
+                      std::vector<std::pair<uint32_t, FaultWaiter>>& resume_now) noexcept {
+  if (m.event != UFFD_EVENT_PAGEFAULT) return;  // no other event was asked for
+  const uint64_t off = m.arg.pagefault.address - reinterpret_cast<uint64_t>(map_.base);
+  if (off >= map_.len) return;
+  const auto p = static_cast<uint32_t>(off / page_size_);
+  const FaultWaiter w{static_cast<int>(m.arg.pagefault.feat.ptid), now};
+  const bool wp_fault = m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP;
+  n_faults_.fetch_add(1, std::memory_order_relaxed);
+  PageMeta& meta = meta_[p];
+  switch (meta.state) {
+    case PageState::Missing:
+      if (wp_fault) {  // a write fault from before an eviction ended: it faults again, as missing
+        resume_now.emplace_back(p, w);
+        break;
+      }
+      set_state(p, PageState::Missing, PageState::Filling);
+      waiters_[p].push_back(w);
+      fills.push_back(p);
+      break;
+    case PageState::Filling:
+      waiters_[p].push_back(w);
+      n_coalesced_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case PageState::Evicting:
+      waiters_[p].push_back(w);
+      break;
+    case PageState::Resident:  // filled after this fault was raised (or a stale write fault)
+    case PageState::Failed:    // poisoned: its access raises SIGBUS
+      resume_now.emplace_back(p, w);
+      break;
+  }
+}
+
+void PagedCore::dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills) noexcept {
+  std::vector<uint32_t> fills;
+  std::vector<std::pair<uint32_t, FaultWaiter>> now_list;
+  const int64_t now = now_ns();
+  {
+    RuntimeSection section;
+    std::lock_guard g(lock_);
+    for (std::size_t i = 0; i < n; ++i) route(msgs[i], now, fills, now_list);
+    in_flight_.fetch_add(static_cast<int>(fills.size()), std::memory_order_relaxed);
+  }
+  for (auto& [p, w] : now_list) resume(p, {w});
+  for (uint32_t p : fills) {
+    if (inline_fills) {
+      fill(p);
+      continue;
+    }
+    try {
+      wrap(launch(rt_, {}, make_fiber([this, p] { fill(p); }))).detach();
+    } catch (const std::exception& e) {
+      fatal("region %s: cannot start a pager fiber for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+    }
+  }
+}
+
+// --- pager (steps 3-4) -------------------------------------------------------
+
+std::byte* PagedCore::take_buffer() {
+  {
+    RuntimeSection section;
+    std::lock_guard g(lock_);
+    if (!buffers_.empty()) {
+      std::byte* b = buffers_.back();
+      buffers_.pop_back();
+      return b;
+    }
+  }
+  return static_cast<std::byte*>(::operator new(page_size_, std::align_val_t{system_page()}));
+}
+
+void PagedCore::give_buffer(std::byte* b) noexcept {
+  RuntimeSection section;
+  std::lock_guard g(lock_);
+  try {
+    buffers_.push_back(b);
+  } catch (...) {
+    ::operator delete(b, std::align_val_t{system_page()});
+  }
+}
+
+void PagedCore::fill(uint32_t p) noexcept {
+  reserve();
+  std::byte* buf = nullptr;
+  try {
+    buf = take_buffer();
+  } catch (const std::exception& e) {
+    fatal("region %s: no staging buffer for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+  }
+  const int64_t t0 = now_ns();
+  std::exception_ptr error;
+  try {
+    opt_.pager(p, std::span<std::byte>(buf, page_size_));
+  } catch (...) {
+    error = std::current_exception();  // no park between the throw and here: same thread
+  }
+  const int64_t took = now_ns() - t0;
+  if (error) {
+    const std::string what = what_of(error);
+    const FiberId f = sa::this_fiber::id();
+    if (f)
+      std::fprintf(stderr, "sa: pager for page %" PRIu32 " of region %s threw: %s (fiber %" PRIu64 ")\n", p,
+                   name_.c_str(), what.c_str(), f);
+    else
+      std::fprintf(stderr, "sa: pager for page %" PRIu32 " of region %s threw: %s (pager thread %d)\n", p,
+                   name_.c_str(), what.c_str(), static_cast<int>(::gettid()));
+    std::fflush(stderr);
+    if (!uffd_.has(shim::Userfaultfd::kFeaturePoison))
+      fatal("region %s: cannot poison page %" PRIu32 " (no UFFD_FEATURE_POISON): aborting", name_.c_str(), p);
+    try {
+      RuntimeSection section;
+      uffd_.poison(addr(p), page_size_, /*wake=*/false);
+    } catch (const std::system_error& e) {
+      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+    }
+    finish(p, PageState::Filling, PageState::Failed, took);
+  } else {
+    try {
+      RuntimeSection section;
+      uffd_.copy(addr(p), buf, page_size_, /*wake=*/false);  // step 3: nobody runs yet
+    } catch (const std::system_error& e) {
+      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+    }
+    finish(p, PageState::Filling, PageState::Resident, took);
+  }
+  give_buffer(buf);
+  in_flight_.fetch_sub(1, std::memory_order_release);
+}
+
+void PagedCore::finish(uint32_t p, PageState from, PageState to, int64_t pager_ns) noexcept {
+  RuntimeSection section;
+  std::vector<FaultWaiter> ws;
+  {
+    std::lock_guard g(lock_);
+    set_state(p, from, to);
+    PageMeta& m = meta_[p];
+    if (to == PageState::Resident) {
+      m.ref = true;  // one lap of grace for its faulters
+      ring_insert(p);
+      if (++resident_ > resident_high_) resident_high_ = resident_;
+      n_filled_.fetch_add(1, std::memory_order_relaxed);
+      if (m.evicted_before) n_refills_.fetch_add(1, std::memory_order_relaxed);
+    } else if (to == PageState::Failed) {
+      if (budget_) --used_;
+      n_failed_.fetch_add(1, std::memory_order_relaxed);
+    } else {  // Evicting -> Missing: the budget passes to the evicting fill
+      m.evicted_before = true;
+      --resident_;
+      n_evictions_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (from == PageState::Filling) {
+      pager_ns_.fetch_add(static_cast<uint64_t>(pager_ns), std::memory_order_relaxed);
+      record(pager_buckets_, pager_ns);
+      // A victim (or budget) for a fill that waits for one.
+      slot_waiters_.wake_one();
+    }
+    if (auto it = waiters_.find(p); it != waiters_.end()) {
+      ws = std::move(it->second);
+      waiters_.erase(it);
+    }
+  }
+  resume(p, ws);  // step 4
+}
+
+void PagedCore::resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept {
+  if (ws.empty()) return;
+  RuntimeSection section;  // resume_faulted takes the shim's lock: no handoff meanwhile
+  bool wake = false;
+  const int64_t now = now_ns();
+  for (const FaultWaiter& w : ws) {
+    if (shim_.resume_faulted(w.tid)) {
+      n_shim_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      wake = true;
+      n_woken_.fetch_add(1, std::memory_order_relaxed);
+    }
+    record(blocked_buckets_, now - w.since_ns);
+  }
+  // After the signals: an activation woken here too still takes its signal
+  // (already pending) before its next user instruction.
+  if (wake) {
+    try {
+      uffd_.wake(addr(p), page_size_);
+    } catch (const std::system_error& e) {
+      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+    }
+  }
+}
+
+// --- budget and eviction (E1-E3) ------------------------------------------------
+
+void PagedCore::reserve() noexcept {
+  for (;;) {
+    uint32_t victim;
+    {
+      RuntimeSection section;
+      lock_.lock();
+      if (budget_ == 0 || used_ < budget_) {
+        ++used_;
+        lock_.unlock();
+        return;
+      }
+      victim = clock_pick();  // E1
+      if (victim == kNone) {
+        // Every budgeted page is being filled or evicted: wait for a fill
+        // to end (finish() wakes one waiter), then look again.
+        Waiter w;
+        slot_waiters_.push_back(&w);
+        park(w, &lock_, TimerHeap::kNever);
+        continue;
+      }
+      lock_.unlock();
+    }
+    evict(victim);  // its budget becomes ours
+    return;
+  }
+}
+
+uint32_t PagedCore::clock_pick() noexcept {
+  // Two laps at most: the first clears every bit it passes.
+  for (std::size_t i = 0, n = 2 * resident_ + 1; hand_ != kNone && i < n; ++i) {
+    const uint32_t p = hand_;
+    hand_ = meta_[p].next;
+    if (meta_[p].ref) {
+      meta_[p].ref = false;
+      continue;
+    }
+    ring_remove(p);
+    set_state(p, PageState::Resident, PageState::Evicting);
+    return p;
+  }
+  return kNone;
+}
+
+void PagedCore::ring_insert(uint32_t p) noexcept {
+  PageMeta& m = meta_[p];
+  if (hand_ == kNone) {
+    m.next = m.prev = p;
+    hand_ = p;
+    return;
+  }
+  // Just behind the hand: the last page it reaches.
+  const uint32_t tail = meta_[hand_].prev;
+  m.next = hand_;
+  m.prev = tail;
+  meta_[tail].next = p;
+  meta_[hand_].prev = p;
+}
+
+void PagedCore::ring_remove(uint32_t p) noexcept {
+  PageMeta& m = meta_[p];
+  if (m.next == p) {
+    hand_ = kNone;
+  } else {
+    meta_[m.prev].next = m.next;
+    meta_[m.next].prev = m.prev;
+    if (hand_ == p) hand_ = m.next;
+  }
+  m.next = m.prev = kNone;
+}
+
+void PagedCore::evict(uint32_t v) noexcept {
+  std::byte* a = addr(v);
+  if (wp_) {
+    try {
+      RuntimeSection section;
+      uffd_.write_protect(a, page_size_, true);  // E2: writers now fault and wait
+    } catch (const std::system_error& e) {
+      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), v, e.what());
+    }
+    try {
+      opt_.writeback(v, std::span<const std::byte>(a, page_size_));
+    } catch (const std::exception& e) {
+      fatal("writeback of page %" PRIu32 " of region %s threw: %s; aborting (the page's data would be lost)", v,
+            name_.c_str(), e.what());
+    } catch (...) {
+      fatal("writeback of page %" PRIu32 " of region %s threw; aborting (the page's data would be lost)", v,
+            name_.c_str());
+    }
+    n_writebacks_.fetch_add(1, std::memory_order_relaxed);
+  }
+  {
+    RuntimeSection section;
+    if (::madvise(a, page_size_, MADV_DONTNEED) != 0)  // E3
+      fatal("region %s page %" PRIu32 ": madvise(MADV_DONTNEED): %s", name_.c_str(), v, std::strerror(errno));
+  }
+  finish(v, PageState::Evicting, PageState::Missing, 0);
+}
+
+PagedRegionStats PagedCore::stats() const {
+  PagedRegionStats s;
+  s.faults = n_faults_.load(std::memory_order_relaxed);
+  s.coalesced = n_coalesced_.load(std::memory_order_relaxed);
+  s.pages_filled = n_filled_.load(std::memory_order_relaxed);
+  s.refills = n_refills_.load(std::memory_order_relaxed);
+  s.pager_failures = n_failed_.load(std::memory_order_relaxed);
+  s.evictions = n_evictions_.load(std::memory_order_relaxed);
+  s.writebacks = n_writebacks_.load(std::memory_order_relaxed);
+  s.resumed_by_shim = n_shim_.load(std::memory_order_relaxed);
+  s.woken = n_woken_.load(std::memory_order_relaxed);
+  s.pager_seconds = static_cast<double>(pager_ns_.load(std::memory_order_relaxed)) / 1e9;
+  for (int i = 0; i < shim::LatencyHistogram::kBuckets; ++i) {
+    s.pager_us.buckets[i] = pager_buckets_[i].load(std::memory_order_relaxed);
+    s.blocked_us.buckets[i] = blocked_buckets_[i].load(std::memory_order_relaxed);
+  }
+  RuntimeSection section;
+  std::lock_guard g(lock_);
+  s.resident = resident_;
+  s.resident_high_water = resident_high_;
+  return s;
+}
+
+}  // namespace sa::detail
+
+namespace sa {
+
+namespace {
+
+detail::RuntimeCore& core_of(Runtime& rt) {
+  // The runtime's internals are reachable from its fibers only.
+  detail::RuntimeCore* core = nullptr;
+  rt.spawn([&core] { core = &detail::core_of_current("sa::PagedRegion"); }).join();
+  return *core;
+}
+
+}  // namespace
+
+PagedRegion::PagedRegion(PagedRegionOptions options)
+    : core_(std::make_unique<detail::PagedCore>(detail::core_of_current("sa::PagedRegion"), std::move(options))) {
+  core_->start();
+}
+
+PagedRegion::PagedRegion(Runtime& rt, PagedRegionOptions options)
+    : core_(std::make_unique<detail::PagedCore>(core_of(rt), std::move(options))) {
+  core_->start();
+}
+
+PagedRegion::~PagedRegion() = default;
+
+std::byte* PagedRegion::data() const noexcept { return core_->base(); }
+std::size_t PagedRegion::size() const noexcept { return core_->size(); }
+std::size_t PagedRegion::page_size() const noexcept { return core_->page_size(); }
+std::size_t PagedRegion::pages() const noexcept { return core_->pages(); }
+const std::string& PagedRegion::name() const noexcept { return core_->name(); }
+bool PagedRegion::write_protected_eviction() const noexcept { return core_->wp(); }
+PagedRegionStats PagedRegion::stats() const { return core_->stats(); }
+
+}  // namespace sa
