@@ -1,0 +1,291 @@
+// bench_spinlock: lock throughput when the kernel preempts lock holders
+// (issue 5, I5).
+//
+// W = 1 or 4 workers per CPU (4: more workers than CPUs, as in an
+// application with a task per worker), pinned (threads) or bound to a VProc
+// (fibers), loop
+// for a fixed time: lock, a critical section of kCsWork steps, unlock, then
+// kOutsideWork steps outside. Meanwhile H = 0, 2 or 4 CPU-hog processes at
+// the same priority, spread over the same CPUs, make the kernel preempt
+// workers, lock holders among them. Systems:
+//   sa_spinlock       sa::Spinlock in fibers, ShimMode::on (preemption aware)
+//   sa_spinlock_off   sa::Spinlock in fibers, ShimMode::off (plain TTAS: M:N baseline)
+//   naive_tas         std::atomic<bool>::exchange spin, std::threads
+//   ttas_yield        test-and-test-and-set, sched_yield() after 100 looks, std::threads
+//   pthread_mutex     pthread_mutex_t (futex; waiters sleep), std::threads
+//   sa_mutex          sa::Mutex in fibers, ShimMode::on
+// Each (system, H) runs in a forked child so that a collapsed run cannot
+// disturb the next one. Reported per (system, H), medians over repetitions:
+//   acq_per_s         acquisitions per second, all workers
+//   p99_acquire_us    99th percentile of lock() latency
+//   wasted_cpu_pct    CPU time the process burnt beyond its useful work
+//                     (acquisitions x the cost of one uncontended loop
+//                     iteration), as % of the run's wall time x CPUs: spin
+//                     time on a holder that cannot progress, mostly.
+// Ratios at H = 2 (the goals): speedup_vs_pthread_mutex and
+// speedup_vs_naive_tas = sa_spinlock acq/s over theirs (goals >= 1 and
+// >= 10); wasted_vs_naive_tas = sa_spinlock wasted / naive wasted (goal
+// <= 0.1).
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <pthread.h>
+#include <sa/sa.hpp>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "cpu_hogs.hpp"
+#include "harness.hpp"
+
+using namespace sa::bench;
+
+namespace {
+
+constexpr const char* kBench = "spinlock";
+constexpr int kCsWork = 300;       // steps inside the critical section
+constexpr int kOutsideWork = 300;  // steps between sections
+
+volatile unsigned long g_sink;
+
+// work() is `steps` dependent arithmetic steps (~1 ns each).
+inline void work(int steps) noexcept {
+  unsigned long x = g_sink;
+  for (int i = 0; i < steps; ++i) x = x * 6364136223846793005UL + 1442695040888963407UL;
+  g_sink = x;
+}
+
+struct Result {
+  double acq_per_s = 0;
+  double p99_us = 0;
+  double wasted_pct = 0;
+  long counter = 0;
+  long acquisitions = 0;
+};
+
+// Per-worker record: latencies of its acquisitions, in ns.
+struct Worker {
+  std::vector<uint32_t> lat;
+  long n = 0;
+};
+
+// loop() is one worker's run until `stop_at`.
+template <class Lock, class Unlock>
+void loop(Worker& w, int64_t stop_at, long& counter, Lock lock, Unlock unlock) {
+  while (now_ns() < stop_at) {
+    const int64_t t0 = now_ns();
+    lock();
+    const int64_t t1 = now_ns();
+    work(kCsWork);
+    ++counter;
+    unlock();
+    work(kOutsideWork);
+    if (w.lat.size() < w.lat.capacity()) w.lat.push_back(static_cast<uint32_t>(std::min<int64_t>(t1 - t0, UINT32_MAX)));
+    ++w.n;
+  }
+}
+
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+Result summarise(std::vector<Worker>& workers, long counter, double secs, double cpu, int cpus, double iter_ns) {
+  Result r;
+  std::vector<uint32_t> all;
+  for (auto& w : workers) {
+    r.acquisitions += w.n;
+    all.insert(all.end(), w.lat.begin(), w.lat.end());
+  }
+  r.counter = counter;
+  r.acq_per_s = double(r.acquisitions) / secs;
+  if (!all.empty()) {
+    auto k = all.begin() + static_cast<long>(double(all.size() - 1) * 0.99);
+    std::nth_element(all.begin(), k, all.end());
+    r.p99_us = *k / 1000.0;
+  }
+  const double useful = double(r.acquisitions) * iter_ns / 1e9;
+  r.wasted_pct = std::max(0.0, cpu - useful) / (secs * cpus) * 100.0;
+  return r;
+}
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ::sched_getaffinity(0, sizeof set, &set);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+// One run of `system` in this (child) process for `secs` seconds.
+Result run_threads(const std::string& system, int per_cpu, double secs, double iter_ns) {
+  const auto cpus = allowed_cpus();
+  const int n = static_cast<int>(cpus.size()) * per_cpu;
+  std::atomic<bool> tas{false};
+  pthread_mutex_t pm = PTHREAD_MUTEX_INITIALIZER;
+  long counter = 0;
+  std::vector<Worker> ws(static_cast<size_t>(n));
+  for (auto& w : ws) w.lat.reserve(1'000'000);
+  std::atomic<int> ready{0};
+  const double cpu0 = cpu_seconds();
+  int64_t start = 0;
+  std::vector<std::thread> ts;
+  std::atomic<int64_t> stop_at{0};
+  for (int i = 0; i < n; ++i)
+    ts.emplace_back([&, i] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpus[static_cast<size_t>(i) % cpus.size()], &set);
+      ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+      ready.fetch_add(1);
+      while (stop_at.load() == 0) std::this_thread::yield();
+      Worker& w = ws[static_cast<size_t>(i)];
+      if (system == "naive_tas") {
+        loop(w, stop_at, counter, [&] { while (tas.exchange(true, std::memory_order_acquire)) {} },
+             [&] { tas.store(false, std::memory_order_release); });
+      } else if (system == "ttas_yield") {
+        loop(w, stop_at, counter,
+             [&] {
+               for (int looks = 0;; ++looks) {
+                 if (!tas.load(std::memory_order_relaxed) && !tas.exchange(true, std::memory_order_acquire)) return;
+                 if (looks >= 100) {
+                   ::sched_yield();
+                   looks = 0;
+                 }
+               }
+             },
+             [&] { tas.store(false, std::memory_order_release); });
+      } else {
+        loop(w, stop_at, counter, [&] { ::pthread_mutex_lock(&pm); }, [&] { ::pthread_mutex_unlock(&pm); });
+      }
+    });
+  while (ready.load() < n) std::this_thread::yield();
+  start = now_ns();
+  stop_at.store(start + static_cast<int64_t>(secs * 1e9));
+  for (auto& t : ts) t.join();
+  const double elapsed = double(now_ns() - start) / 1e9;
+  return summarise(ws, counter, elapsed, cpu_seconds() - cpu0, static_cast<int>(cpus.size()), iter_ns);
+}
+
+Result run_fibers(const std::string& system, int per_cpu, double secs, double iter_ns) {
+  const bool shim_on = system != "sa_spinlock_off";
+  sa::Runtime rt{{.vprocs = 0, .shim = shim_on ? sa::ShimMode::on : sa::ShimMode::off}};
+  const int n = rt.vprocs() * per_cpu;
+  sa::Spinlock sl;
+  sa::Mutex m;
+  long counter = 0;
+  std::vector<Worker> ws(static_cast<size_t>(n));
+  for (auto& w : ws) w.lat.reserve(1'000'000);
+  double cpu = 0, elapsed = 0;
+  rt.run([&] {
+    const double cpu0 = cpu_seconds();
+    const int64_t start = now_ns();
+    const int64_t stop_at = start + static_cast<int64_t>(secs * 1e9);
+    std::vector<sa::Fiber> fs;
+    for (int i = 0; i < n; ++i)
+      fs.push_back(sa::spawn(sa::SpawnOptions{.vproc = i % rt.vprocs()}, [&, i] {
+        Worker& w = ws[static_cast<size_t>(i)];
+        if (system == "sa_mutex") loop(w, stop_at, counter, [&] { m.lock(); }, [&] { m.unlock(); });
+        else loop(w, stop_at, counter, [&] { sl.lock(); }, [&] { sl.unlock(); });
+      }));
+    for (auto& f : fs) f.join();
+    elapsed = double(now_ns() - start) / 1e9;
+    cpu = cpu_seconds() - cpu0;
+  });
+  return summarise(ws, counter, elapsed, cpu, rt.vprocs(), iter_ns);
+}
+
+// in_child() runs one (system, hogs) measurement in a forked child, with the
+// hogs as its siblings, and reads its Result back through a pipe.
+Result in_child(const std::string& system, int per_cpu, int hogs, double secs, double iter_ns) {
+  Pipe p(kBench);
+  sa_hogs::CpuHogs h(hogs, allowed_cpus());
+  const pid_t pid = ::fork();
+  if (pid < 0) fail(kBench, "fork failed");
+  if (pid == 0) {
+    ::close(p.fd[0]);
+    const bool fibers = system.rfind("sa_", 0) == 0;
+    Result r = fibers ? run_fibers(system, per_cpu, secs, iter_ns) : run_threads(system, per_cpu, secs, iter_ns);
+    [[maybe_unused]] auto w = ::write(p.fd[1], &r, sizeof r);
+    ::_exit(0);
+  }
+  ::close(p.fd[1]);
+  p.fd[1] = -1;
+  Result r;
+  const ssize_t got = ::read(p.fd[0], &r, sizeof r);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (got != sizeof r || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail(kBench, system + " with " + std::to_string(hogs) + " hogs: the child failed");
+  if (r.counter != r.acquisitions)
+    fail(kBench, system + ": counter " + std::to_string(r.counter) + " after " + std::to_string(r.acquisitions) +
+                     " acquisitions (the lock did not exclude)");
+  return r;
+}
+
+// iteration_ns() is the cost of one uncontended loop iteration (lock-free
+// work only, and two clock reads), the "useful work" of wasted_cpu_pct.
+double iteration_ns() {
+  std::vector<double> v;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int64_t t0 = now_ns();
+    constexpr int kN = 100'000;
+    for (int i = 0; i < kN; ++i) {
+      (void)now_ns();
+      (void)now_ns();
+      work(kCsWork + kOutsideWork);
+    }
+    v.push_back(double(now_ns() - t0) / kN);
+  }
+  return median(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse_args(argc, argv, kBench);
+  const double secs = args.pick(0.5, 0.2);
+  const double iter_ns = iteration_ns();
+  note(kBench, "one uncontended iteration: " + std::to_string(iter_ns) + " ns");
+  const std::vector<std::string> systems = {"sa_spinlock", "sa_spinlock_off", "naive_tas",
+                                            "ttas_yield",  "pthread_mutex",   "sa_mutex"};
+  for (int per_cpu : {1, 4})
+    for (int hogs : {0, 2, 4}) {
+      std::vector<std::pair<std::string, Result>> medians;
+      const std::string suffix = "_w" + std::to_string(per_cpu) + "_h" + std::to_string(hogs);
+      for (const auto& system : systems) {
+        std::vector<double> acq, p99, wasted;
+        for (int rep = 0; rep < args.reps; ++rep) {
+          Result r = in_child(system, per_cpu, hogs, secs, iter_ns);
+          acq.push_back(r.acq_per_s);
+          p99.push_back(r.p99_us);
+          wasted.push_back(r.wasted_pct);
+        }
+        Result m{.acq_per_s = median(acq), .p99_us = median(p99), .wasted_pct = median(wasted)};
+        report(kBench, system + suffix, "acq_per_s", m.acq_per_s, "1/s");
+        report(kBench, system + suffix, "p99_acquire_us", m.p99_us, "us");
+        report(kBench, system + suffix, "wasted_cpu_pct", m.wasted_pct, "%");
+        medians.emplace_back(system, m);
+      }
+      if (hogs != 2) continue;
+      auto get = [&](const std::string& name) {
+        for (auto& [n, r] : medians)
+          if (n == name) return r;
+        return Result{};
+      };
+      const Result sa = get("sa_spinlock"), pm = get("pthread_mutex"), naive = get("naive_tas");
+      report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", sa.acq_per_s / pm.acq_per_s, "x");
+      report(kBench, "sa_spinlock" + suffix, "speedup_vs_naive_tas", sa.acq_per_s / naive.acq_per_s, "x");
+      report(kBench, "sa_spinlock" + suffix, "wasted_vs_naive_tas",
+             naive.wasted_pct > 0 ? sa.wasted_pct / naive.wasted_pct : 0, "x");
+    }
+  return 0;
+}
