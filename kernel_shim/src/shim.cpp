@@ -17,6 +17,8 @@ namespace sa::shim {
 
 namespace {
 
+void install_safe_point_handler();
+
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
@@ -71,6 +73,7 @@ Activation* Shim::start_activation(uint32_t job) {
 
 void Shim::start() {
   std::lock_guard g(lock_);
+  install_safe_point_handler();
   if (options_.activations) {
     install_hold_handler();
     monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
@@ -264,6 +267,38 @@ void on_hold_signal(int) {
   if (a && a->state() == ActivationState::Lost && a->shim->hold(*a))
     a->set_state(ActivationState::Held, ActivationState::User);
   errno = saved;
+}
+
+void on_safe_point_signal(int) {
+  if (Activation* a = Activation::current()) a->safepoint_requested.store(true, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+int Shim::kSafePointSignal() noexcept { return SIGRTMIN + 8; }
+
+void Shim::request_safe_point(int vp) noexcept {
+  std::lock_guard g(lock_);
+  for (const auto& a : all_) {
+    const ActivationState st = a->state();
+    if (a->vproc.load(std::memory_order_relaxed) != vp || a->tid() == 0) continue;
+    if (st == ActivationState::Running || st == ActivationState::User || st == ActivationState::InCall ||
+        st == ActivationState::Idle)
+      ::syscall(SYS_tgkill, ::getpid(), a->tid(), kSafePointSignal());
+  }
+}
+
+namespace {
+
+void install_safe_point_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = &on_safe_point_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(Shim::kSafePointSignal(), &sa, nullptr);
+  });
 }
 
 }  // namespace

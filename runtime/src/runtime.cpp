@@ -36,6 +36,25 @@ void Runtime::check_outside(const char* what) {
 
 int Runtime::vprocs() const noexcept { return core_->size(); }
 
+bool Runtime::revoke_processor(int vp, std::chrono::milliseconds timeout) {
+  check_outside("sa::Runtime::revoke_processor");
+  if (vp < 0 || vp >= core_->size())
+    throw std::out_of_range("sa::Runtime::revoke_processor: no VProc " + std::to_string(vp));
+  core_->revoke(vp);
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!core_->vproc(vp).stood_down.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
+void Runtime::restore_processor(int vp) {
+  if (vp < 0 || vp >= core_->size())
+    throw std::out_of_range("sa::Runtime::restore_processor: no VProc " + std::to_string(vp));
+  core_->restore(vp);
+}
+
 VProcStats Stats::total() const noexcept {
   VProcStats t;
   for (const VProcStats& v : vprocs) {
@@ -73,6 +92,7 @@ Stats Runtime::stats() const {
         .preemptions = get(c.preemptions),
         .spin_recoveries = get(c.spin_recoveries),
         .spin_donations = get(c.spin_donations),
+        .revoked_and_stood_down = v.stood_down.load(std::memory_order_acquire),
     });
   }
   const shim::ShimStats k = core_->shim().stats();

@@ -211,9 +211,28 @@ void RuntimeCore::wake_vproc(VProc& v) noexcept {
   claim(v);
 }
 
+void RuntimeCore::revoke(int vp) noexcept {
+  VProc& v = vproc(vp);
+  v.revoked.store(1, std::memory_order_seq_cst);
+  // The running fiber learns it at its next safe point (signal + flag); an
+  // idle VProc wakes to stand down.
+  shim_->request_safe_point(vp);
+  wake_vproc(v);
+}
+
+void RuntimeCore::restore(int vp) noexcept {
+  VProc& v = vproc(vp);
+  v.revoked.store(0, std::memory_order_seq_cst);
+  shim_->wake_processor(vp, v.revoked, v.poller.load(std::memory_order_acquire));
+}
+
 void RuntimeCore::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
-  for (auto& v : vprocs_) claim(*v);
+  for (auto& v : vprocs_) {
+    claim(*v);
+    if (v->revoked.load(std::memory_order_seq_cst))  // standing down: wake it to leave
+      shim_->wake_processor(v->index, v->revoked, v->poller.load(std::memory_order_acquire));
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -97,6 +97,14 @@ void ready(FiberCtl* f, bool run_next) noexcept {
   core.wake_idle();
 }
 
+void safe_point() noexcept {
+  if (tl_critical_depth > 0) return;  // the end of the outermost section is the safe point
+  shim::Activation* a = shim::Activation::current();
+  if (a) a->safepoint_requested.store(false, std::memory_order_relaxed);
+  VProc* vp = current_vproc();
+  if (vp && vp->in_fiber() && vp->revoked.load(std::memory_order_acquire)) yield();
+}
+
 void critical_section_violation(const char* what) noexcept {
   FiberCtl* f = current_fiber();
   std::fprintf(stderr, "sa: fiber %llu %s while holding an sa::Spinlock (unlock it first)\n",
@@ -136,7 +144,10 @@ void yield() noexcept {
   // The yielding fiber waits for no I/O, so completions cannot wake it early.
   if (Poller* p = vp->poller.load(std::memory_order_relaxed)) p->poll();
   FiberCtl* next = vp->pick_local();
-  if (!next) return;  // nobody else is ready here
+  if (!next) {
+    if (!vp->revoked.load(std::memory_order_relaxed)) return;  // nobody else is ready here
+    next = vp->loop_ctx;  // a safe point on a revoked VProc: stand it down
+  }
   self->set_state(FiberState::Running, FiberState::Ready);
   vp->current = next;
   count(vp->counters.switches);

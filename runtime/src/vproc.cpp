@@ -124,7 +124,8 @@ FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
 FiberCtl* VProc::pick_local() noexcept {
   // A held activation waits for a processor: go through the loop, which
   // hands this one over.
-  if (core.has_held()) return nullptr;
+  // Revoked: likewise, the loop stands the VProc down.
+  if (core.has_held() || revoked.load(std::memory_order_relaxed)) return nullptr;
   for (;;) {
     FiberCtl* f = nullptr;
     const uint32_t tick = ++tick_;
@@ -169,6 +170,10 @@ FiberCtl* VProc::take(FiberCtl* f) noexcept {
 
 FiberCtl* VProc::find_runnable() noexcept {
   for (;;) {
+    if (revoked.load(std::memory_order_acquire) && !core.stopping()) {
+      stand_down();
+      continue;
+    }
     if (core.stopping()) {
       if (searching_) {
         searching_ = false;
@@ -220,6 +225,28 @@ FiberCtl* VProc::find_runnable() noexcept {
     if (timers.next_deadline() <= now_ns()) continue;
     sleep();
   }
+}
+
+void VProc::stand_down() noexcept {
+  if (searching_) {
+    searching_ = false;
+    if (core.nsearching.fetch_sub(1, std::memory_order_seq_cst) == 1) core.wake_idle();
+  }
+  stood_down.store(true, std::memory_order_release);
+  while (revoked.load(std::memory_order_acquire) && !core.stopping()) {
+    if (!timers.empty()) timers.fire_expired(now_ns());
+    if (Poller* p = poller.load(std::memory_order_relaxed)) p->poll();
+    // What became ready here (and what was queued) goes to the others.
+    bool moved = false;
+    while (FiberCtl* f = runq.pop()) {
+      core.global.push(f);
+      moved = true;
+    }
+    if (moved) core.wake_idle();
+    core.shim().this_processor_is_idle(index, revoked, 1, to_time_point(timers.next_deadline()),
+                                       poller.load(std::memory_order_acquire));
+  }
+  stood_down.store(false, std::memory_order_release);
 }
 
 bool VProc::has_work() const noexcept {

@@ -61,6 +61,7 @@ struct VProcStats {
   uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen
   uint64_t spin_recoveries = 0;  // sa::Spinlock waiters that stopped spinning: holder not on a CPU
   uint64_t spin_donations = 0;   // ... and gave the holder their CPU
+  bool revoked_and_stood_down = false;  // revoke_processor(): it runs no fibers now
 };
 
 // What the kernel shim did (ShimMode::on; zeros but processor_added otherwise).
@@ -131,6 +132,20 @@ class Runtime {
 
   // vprocs() is the number of VProcs.
   int vprocs() const noexcept;
+  // revoke_processor() takes VProc `vp` away, as the kernel takes a processor
+  // from a process under multiprogramming: the fiber running there goes on
+  // until its next safe point (a call into the runtime, or the end of its
+  // outermost sa::Spinlock critical section; a signal sets the flag it
+  // checks, so code in malloc or in a critical section is never
+  // interrupted), then the VProc runs no fibers: its queued fibers, expired
+  // timers and I/O completions go to the other VProcs (fibers bound to it
+  // wait for restore_processor()). Returns true once it stood down, false if
+  // `timeout` passed first (it still stands down at its safe point). Call it
+  // from outside the runtime (std::logic_error otherwise); blocks the
+  // calling thread up to `timeout`. std::out_of_range for a bad `vp`.
+  bool revoke_processor(int vp, std::chrono::milliseconds timeout = std::chrono::seconds(1));
+  // restore_processor() gives VProc `vp` back; any thread, never blocks.
+  void restore_processor(int vp);
   // stats() reads every VProc's counters (each one is exact, the set is not
   // one instant). Never blocks.
   Stats stats() const;

@@ -111,6 +111,8 @@ class Spinlock {
     const uint32_t old = state_.exchange(0, std::memory_order_seq_cst);
     --detail::tl_critical_depth;
     if ((old & kParked) || (self && self->donated.load(std::memory_order_seq_cst))) unlock_slow(old, self);
+    // The end of a critical section is a safe point (processor revocation).
+    if (self && self->safepoint_requested.load(std::memory_order_relaxed)) detail::safe_point();
   }
   // holder() is the id of the fiber holding the lock (0: free, or a thread
   // outside the runtime). A snapshot, for diagnostics.

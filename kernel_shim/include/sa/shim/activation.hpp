@@ -129,6 +129,9 @@ class Activation {
   // holding the lock) onto the waiter's CPU; whoever clears it re-pins it
   // (Shim::donate / Shim::end_donation).
   std::atomic<bool> donated{false};
+  // Set by the safe-point signal's handler on this thread (Shim::
+  // request_safe_point); the runtime clears it at its next safe point.
+  std::atomic<bool> safepoint_requested{false};
   // Monitor thread only: this block was counted as pool_exhausted; and, for
   // the /proc fallback, since when a User activation has been seen asleep.
   bool exhausted_counted = false;

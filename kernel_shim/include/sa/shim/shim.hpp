@@ -260,6 +260,14 @@ class Shim {
   // moved it; the first caller after a donation does it. Any thread; never
   // blocks.
   void end_donation(Activation& a) noexcept;
+  // request_safe_point() asks the activation running processor `vp` to reach
+  // a safe point soon (processor revocation, issue 5): it tgkill()s it with
+  // kSafePointSignal(), whose handler only sets the activation's
+  // safepoint_requested flag (async-signal-safe; the interrupted code may be
+  // in malloc or in a critical section). The runtime acts on the flag at its
+  // next safe point. Any thread; never blocks.
+  void request_safe_point(int vp) noexcept;
+  static int kSafePointSignal() noexcept;
   // has_held() is true while a held activation waits; one load.
   bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
 

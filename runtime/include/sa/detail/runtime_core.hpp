@@ -56,6 +56,10 @@ class RuntimeCore final : public shim::UpcallHandler {
   void wake_idle() noexcept;
   // wake_vproc() wakes `v` if it sleeps, after work was put in its inbox.
   void wake_vproc(VProc& v) noexcept;
+  // revoke() takes VProc `vp` away (Runtime::revoke_processor); restore()
+  // gives it back. Any thread; never block.
+  void revoke(int vp) noexcept;
+  void restore(int vp) noexcept;
   // stop() makes every VProc leave its loop; then the activations exit.
   void stop() noexcept;
   bool stopping() const noexcept { return stopping_.load(std::memory_order_seq_cst); }
@@ -102,6 +106,10 @@ struct RuntimeSection {
 // unlocks; and
 // safe points (processor revocation) wait until the depth is 0.
 inline constinit thread_local int tl_critical_depth = 0;
+// safe_point() is where a fiber acts on its activation's safepoint_requested
+// flag (Shim::request_safe_point): outside critical sections, on a revoked
+// VProc, it yields so the VProc stands down. May switch the fiber.
+void safe_point() noexcept;
 // critical_section_violation() reports "fiber N <what> while holding an
 // sa::Spinlock" and aborts.
 [[noreturn]] void critical_section_violation(const char* what) noexcept;

@@ -123,6 +123,11 @@ class VProc {
   std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
   std::vector<int> steal_order;
   VProcCounters counters;
+  // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
+  // away (the futex word it sleeps on then); stood_down is true while it
+  // runs no fibers because of it.
+  std::atomic<uint32_t> revoked{0};
+  std::atomic<bool> stood_down{false};
   // The I/O reactor, if a fiber here installed one (poller.hpp). Written
   // once by the owner; read by wakers (acquire) to wake it when idle.
   std::atomic<Poller*> poller{nullptr};
@@ -135,6 +140,10 @@ class VProc {
   FiberCtl* steal(bool take_next) noexcept;
   void sleep() noexcept;
   void end_sleep() noexcept;
+  // stand_down() is the revoked VProc's loop: it runs no fiber, hands what
+  // becomes ready here (timers, I/O completions) to the global queue, and
+  // sleeps until restored or stopped.
+  void stand_down() noexcept;
 
   bool searching_ = false;
   uint32_t tick_ = 0;
