@@ -211,7 +211,8 @@ class PagedRegion {
   std::size_t size() const noexcept;
   std::size_t page_size() const noexcept;
   std::size_t pages() const noexcept;
-  // bytes() is the region as a span; page(i) is page i's bytes.
+  // bytes() is the region as a span; page(i) is page i's bytes. Never
+  // block (touching the bytes may fault, as for data()).
   std::span<std::byte> bytes() const noexcept { return {data(), size()}; }
   std::span<std::byte> page(std::size_t i) const noexcept {
     return {data() + i * page_size(), page_size()};
