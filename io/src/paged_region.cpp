@@ -1,6 +1,7 @@
 // sa::PagedRegion: page faults served by a user-level pager through
 // userfaultfd. The design comment, page states and protocol are in
-// <sa/paged_region.hpp>; this file follows its step numbers.
+// <sa/paged_region.hpp>; this file (the fault server, steps 1-2, and the
+// pager, steps 3-4) and paged_eviction.cpp (E1-E3) follow its step numbers.
 
 #include <sa/paged_region.hpp>
 
@@ -34,16 +35,11 @@
 #include <sa/shim/uffd.hpp>
 #include <sa/this_fiber.hpp>
 
+#include "paged_core.hpp"
+
 namespace sa::detail {
 
-namespace {
-
-constexpr uint32_t kNone = UINT32_MAX;
-constexpr std::size_t kBatch = 64;  // uffd messages read at once by the fault server
-
-// fatal() prints "sa: <message>" and aborts: for errors after which the
-// region's sleepers could only see wrong memory or hang.
-[[noreturn]] __attribute__((format(printf, 1, 2))) void fatal(const char* fmt, ...) {
+void paged_fatal(const char* fmt, ...) {
   std::va_list ap;
   va_start(ap, fmt);
   std::fputs("sa: ", stderr);
@@ -53,6 +49,10 @@ constexpr std::size_t kBatch = 64;  // uffd messages read at once by the fault s
   std::fflush(stderr);
   std::abort();
 }
+
+namespace {
+
+constexpr std::size_t kBatch = 64;  // uffd messages read at once by the fault server
 
 // what_of() is the message of the exception `e` (caught on this thread).
 std::string what_of(const std::exception_ptr& e) {
@@ -72,45 +72,7 @@ void record(std::atomic<uint64_t>* buckets, int64_t ns) noexcept {
   buckets[b].fetch_add(1, std::memory_order_relaxed);
 }
 
-// Fd: an owned file descriptor.
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-// Mapping: an owned anonymous mapping.
-struct Mapping {
-  std::byte* base = nullptr;
-  std::size_t len = 0;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  explicit Mapping(std::size_t n) : len(n) {
-    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: mmap");
-    base = static_cast<std::byte*>(p);
-    // Huge pages would fault in 2 MiB at a time past the pager's page size.
-    ::madvise(p, n, MADV_NOHUGEPAGE);
-  }
-  ~Mapping() {
-    if (base) ::munmap(base, len);
-  }
-};
-
 }  // namespace
-
-enum class PageState : uint8_t {
-  Missing,   // not mapped; in no queue
-  Filling,   // a pager fills its staging buffer; faulting tids in waiters_
-  Resident,  // mapped; in the CLOCK ring
-  Evicting,  // out of the ring, written back and dropped; faults wait in waiters_
-  Failed,    // the pager threw; poisoned (SIGBUS on access); no budget
-};
 
 const char* to_string(PageState s) noexcept {
   switch (s) {
@@ -122,103 +84,6 @@ const char* to_string(PageState s) noexcept {
   }
   return "?";
 }
-
-struct PageMeta {
-  PageState state = PageState::Missing;
-  bool ref = false;             // CLOCK reference bit
-  bool evicted_before = false;  // a fill of it is a refill
-  uint32_t next = kNone;        // CLOCK ring (Resident pages only)
-  uint32_t prev = kNone;
-};
-
-// A thread asleep in a fault on a page, and when its message was read.
-struct FaultWaiter {
-  int tid;
-  int64_t since_ns;
-};
-
-class PagedCore {
- public:
-  PagedCore(RuntimeCore& rt, PagedRegionOptions options);
-  ~PagedCore();
-
-  std::byte* base() const noexcept { return map_.base; }
-  std::size_t size() const noexcept { return map_.len; }
-  std::size_t page_size() const noexcept { return page_size_; }
-  std::size_t pages() const noexcept { return meta_.size(); }
-  const std::string& name() const noexcept { return name_; }
-  bool wp() const noexcept { return wp_; }
-  PagedRegionStats stats() const;
-
-  // start() starts the fault server(s); `rt` must be the region's runtime.
-  void start();
-
- private:
-  std::byte* addr(uint32_t p) const noexcept { return map_.base + std::size_t{p} * page_size_; }
-  // set_state() moves page p from `from` to `to` under lock_; aborts if it
-  // was not in `from` (a bug of this file, never the user's).
-  void set_state(uint32_t p, PageState from, PageState to) noexcept;
-
-  // Fault server (protocol step 2).
-  void serve_fibers() noexcept;
-  void serve_thread() noexcept;
-  // route() handles one message under lock_: what must happen next goes to
-  // `fills` (pages to fill) and `now` (waiters to resume at once).
-  void route(const uffd_msg& m, int64_t now, std::vector<uint32_t>& fills,
-             std::vector<std::pair<uint32_t, FaultWaiter>>& resume_now) noexcept;
-  void dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills) noexcept;
-
-  // Pager (steps 3-4) and eviction (E1-E3).
-  void fill(uint32_t p) noexcept;
-  void reserve() noexcept;
-  uint32_t clock_pick() noexcept;  // under lock_
-  void ring_insert(uint32_t p) noexcept;
-  void ring_remove(uint32_t p) noexcept;
-  void evict(uint32_t v) noexcept;
-  // finish() moves p from `from` to `to` under lock_, takes its waiters and
-  // resumes them; for Filling -> Resident / Failed and Evicting -> Missing.
-  void finish(uint32_t p, PageState from, PageState to, int64_t pager_ns) noexcept;
-  // resume() resumes the waiters of page p (its fault is resolved): each
-  // activation through the shim, the other threads with one UFFDIO_WAKE.
-  void resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept;
-
-  std::byte* take_buffer();
-  void give_buffer(std::byte* b) noexcept;
-
-  const PagedRegionOptions opt_;
-  std::string name_;
-  std::size_t page_size_ = 0;
-  std::size_t budget_ = 0;
-  RuntimeCore& rt_;
-  shim::Shim& shim_;
-  Mapping map_;
-  shim::Userfaultfd uffd_;
-  bool wp_ = false;
-  Fd stop_fd_;   // eventfd: written once to stop the server(s)
-  Fd epoll_fd_;  // {uffd, stop_fd}: one pollable fd for the fiber server
-
-  // Guarded by lock_ (taken inside a RuntimeSection by fibers).
-  mutable SpinLock lock_;
-  std::vector<PageMeta> meta_;
-  std::unordered_map<uint32_t, std::vector<FaultWaiter>> waiters_;  // Filling / Evicting pages
-  WaitList slot_waiters_;   // fills waiting for budget with no victim to evict
-  std::size_t used_ = 0;    // budget taken: pages reserved for a fill, Resident or Evicting
-  std::size_t resident_ = 0;
-  std::size_t resident_high_ = 0;
-  uint32_t hand_ = kNone;   // CLOCK hand; kNone when the ring is empty
-  std::vector<std::byte*> buffers_;  // free staging buffers
-
-  std::atomic<bool> stopping_{false};
-  std::atomic<int> in_flight_{0};  // fills started and not finished
-  Fiber server_;
-  std::vector<std::thread> threads_;
-
-  // Counters (relaxed: read as a snapshot by stats()).
-  std::atomic<uint64_t> n_faults_{0}, n_coalesced_{0}, n_filled_{0}, n_refills_{0}, n_failed_{0},
-      n_evictions_{0}, n_writebacks_{0}, n_shim_{0}, n_woken_{0}, pager_ns_{0};
-  std::atomic<uint64_t> pager_buckets_[shim::LatencyHistogram::kBuckets] = {};
-  std::atomic<uint64_t> blocked_buckets_[shim::LatencyHistogram::kBuckets] = {};
-};
 
 namespace {
 
@@ -235,7 +100,7 @@ PagedRegionOptions checked(PagedRegionOptions o) {
   if (o.size % o.page_size != 0)
     throw std::invalid_argument("sa::PagedRegion: size " + std::to_string(o.size) +
                                 " is not a multiple of the page size " + std::to_string(o.page_size));
-  if (o.size / o.page_size >= kNone) throw std::invalid_argument("sa::PagedRegion: too many pages");
+  if (o.size / o.page_size >= kNoPage) throw std::invalid_argument("sa::PagedRegion: too many pages");
   if (!o.pager) throw std::invalid_argument("sa::PagedRegion: no pager");
   if (o.pager_threads < 0) throw std::invalid_argument("sa::PagedRegion: pager_threads < 0");
   return o;
@@ -325,19 +190,19 @@ PagedCore::~PagedCore() {
       for (std::size_t i = 0; i < n; ++i) {
         if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
         ++faults;
-        pending.push_back(static_cast<uint32_t>((msgs[i].arg.pagefault.address - reinterpret_cast<uint64_t>(map_.base)) /
-                                                page_size_));
+        const uint64_t off = msgs[i].arg.pagefault.address - reinterpret_cast<uint64_t>(map_.base);
+        pending.push_back(static_cast<uint32_t>(off / page_size_));
       }
   } catch (const std::system_error& e) {
-    fatal("region %s: reading its last fault messages failed: %s", name_.c_str(), e.what());
+    paged_fatal("region %s: reading its last fault messages failed: %s", name_.c_str(), e.what());
   }
   if (faults > 0) {
     std::string pages;
     for (std::size_t i = 0; i < pending.size() && i < 16; ++i) pages += (i ? ", " : "") + std::to_string(pending[i]);
     if (pending.size() > 16) pages += ", ...";
-    fatal("region %s destroyed while %zu faults are pending (pages %s); aborting: the faulting threads would "
-          "wake on unmapped memory",
-          name_.c_str(), faults, pages.c_str());
+    paged_fatal("region %s destroyed while %zu faults are pending (pages %s); aborting: the faulting threads would "
+                "wake on unmapped memory",
+                name_.c_str(), faults, pages.c_str());
   }
   // Fills that resumed their waiters may still be returning their buffer.
   while (in_flight_.load(std::memory_order_acquire) > 0) {
@@ -350,8 +215,8 @@ PagedCore::~PagedCore() {
 void PagedCore::set_state(uint32_t p, PageState from, PageState to) noexcept {
   PageMeta& m = meta_[p];
   if (m.state != from)
-    fatal("region %s page %" PRIu32 ": state %s, expected %s on the way to %s (a PagedRegion bug)", name_.c_str(),
-          p, to_string(m.state), to_string(from), to_string(to));
+    paged_fatal("region %s page %" PRIu32 ": state %s, expected %s on the way to %s (a PagedRegion bug)", name_.c_str(),
+                p, to_string(m.state), to_string(from), to_string(to));
   m.state = to;
 }
 
@@ -364,14 +229,14 @@ void PagedCore::serve_fibers() noexcept {
     try {
       n = uffd_.read(msgs, kBatch);
     } catch (const std::system_error& e) {
-      fatal("region %s: %s", name_.c_str(), e.what());
+      paged_fatal("region %s: %s", name_.c_str(), e.what());
     }
     if (n == 0) {
       // Park until the uffd or the stop eventfd is readable: one io_uring
       // poll on the epoll set; the activation runs other fibers meanwhile.
       pollfd pf{epoll_fd_.fd, POLLIN, 0};
       if (sa::io::poll(&pf, 1, -1) < 0 && errno != EINTR)
-        fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
+        paged_fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
       continue;
     }
     dispatch(msgs, n, /*inline_fills=*/false);
@@ -388,12 +253,12 @@ void PagedCore::serve_thread() noexcept {
     try {
       n = uffd_.read(&m, 1);  // one at a time: the other pager threads take the rest
     } catch (const std::system_error& e) {
-      fatal("region %s: %s", name_.c_str(), e.what());
+      paged_fatal("region %s: %s", name_.c_str(), e.what());
     }
     if (n == 0) {
       pollfd pf[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.fd, POLLIN, 0}};
       if (::poll(pf, 2, -1) < 0 && errno != EINTR)
-        fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
+        paged_fatal("region %s: polling its userfaultfd failed: %s", name_.c_str(), std::strerror(errno));
       continue;
     }
     dispatch(&m, 1, /*inline_fills=*/true);
@@ -453,7 +318,7 @@ void PagedCore::dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills)
     try {
       wrap(launch(rt_, {}, make_fiber([this, p] { fill(p); }))).detach();
     } catch (const std::exception& e) {
-      fatal("region %s: cannot start a pager fiber for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+      paged_fatal("region %s: cannot start a pager fiber for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
     }
   }
 }
@@ -489,7 +354,7 @@ void PagedCore::fill(uint32_t p) noexcept {
   try {
     buf = take_buffer();
   } catch (const std::exception& e) {
-    fatal("region %s: no staging buffer for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+    paged_fatal("region %s: no staging buffer for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
   }
   const int64_t t0 = now_ns();
   std::exception_ptr error;
@@ -510,12 +375,12 @@ void PagedCore::fill(uint32_t p) noexcept {
                    name_.c_str(), what.c_str(), static_cast<int>(::gettid()));
     std::fflush(stderr);
     if (!uffd_.has(shim::Userfaultfd::kFeaturePoison))
-      fatal("region %s: cannot poison page %" PRIu32 " (no UFFD_FEATURE_POISON): aborting", name_.c_str(), p);
+      paged_fatal("region %s: cannot poison page %" PRIu32 " (no UFFD_FEATURE_POISON): aborting", name_.c_str(), p);
     try {
       RuntimeSection section;
       uffd_.poison(addr(p), page_size_, /*wake=*/false);
     } catch (const std::system_error& e) {
-      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+      paged_fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
     }
     finish(p, PageState::Filling, PageState::Failed, took);
   } else {
@@ -523,7 +388,7 @@ void PagedCore::fill(uint32_t p) noexcept {
       RuntimeSection section;
       uffd_.copy(addr(p), buf, page_size_, /*wake=*/false);  // step 3: nobody runs yet
     } catch (const std::system_error& e) {
-      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+      paged_fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
     }
     finish(p, PageState::Filling, PageState::Resident, took);
   }
@@ -586,109 +451,9 @@ void PagedCore::resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept 
     try {
       uffd_.wake(addr(p), page_size_);
     } catch (const std::system_error& e) {
-      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+      paged_fatal("region %s page %" PRIu32 ": %s", name_.c_str(), p, e.what());
     }
   }
-}
-
-// --- budget and eviction (E1-E3) ------------------------------------------------
-
-void PagedCore::reserve() noexcept {
-  for (;;) {
-    uint32_t victim;
-    {
-      RuntimeSection section;
-      lock_.lock();
-      if (budget_ == 0 || used_ < budget_) {
-        ++used_;
-        lock_.unlock();
-        return;
-      }
-      victim = clock_pick();  // E1
-      if (victim == kNone) {
-        // Every budgeted page is being filled or evicted: wait for a fill
-        // to end (finish() wakes one waiter), then look again.
-        Waiter w;
-        slot_waiters_.push_back(&w);
-        park(w, &lock_, TimerHeap::kNever);
-        continue;
-      }
-      lock_.unlock();
-    }
-    evict(victim);  // its budget becomes ours
-    return;
-  }
-}
-
-uint32_t PagedCore::clock_pick() noexcept {
-  // Two laps at most: the first clears every bit it passes.
-  for (std::size_t i = 0, n = 2 * resident_ + 1; hand_ != kNone && i < n; ++i) {
-    const uint32_t p = hand_;
-    hand_ = meta_[p].next;
-    if (meta_[p].ref) {
-      meta_[p].ref = false;
-      continue;
-    }
-    ring_remove(p);
-    set_state(p, PageState::Resident, PageState::Evicting);
-    return p;
-  }
-  return kNone;
-}
-
-void PagedCore::ring_insert(uint32_t p) noexcept {
-  PageMeta& m = meta_[p];
-  if (hand_ == kNone) {
-    m.next = m.prev = p;
-    hand_ = p;
-    return;
-  }
-  // Just behind the hand: the last page it reaches.
-  const uint32_t tail = meta_[hand_].prev;
-  m.next = hand_;
-  m.prev = tail;
-  meta_[tail].next = p;
-  meta_[hand_].prev = p;
-}
-
-void PagedCore::ring_remove(uint32_t p) noexcept {
-  PageMeta& m = meta_[p];
-  if (m.next == p) {
-    hand_ = kNone;
-  } else {
-    meta_[m.prev].next = m.next;
-    meta_[m.next].prev = m.prev;
-    if (hand_ == p) hand_ = m.next;
-  }
-  m.next = m.prev = kNone;
-}
-
-void PagedCore::evict(uint32_t v) noexcept {
-  std::byte* a = addr(v);
-  if (wp_) {
-    try {
-      RuntimeSection section;
-      uffd_.write_protect(a, page_size_, true);  // E2: writers now fault and wait
-    } catch (const std::system_error& e) {
-      fatal("region %s page %" PRIu32 ": %s", name_.c_str(), v, e.what());
-    }
-    try {
-      opt_.writeback(v, std::span<const std::byte>(a, page_size_));
-    } catch (const std::exception& e) {
-      fatal("writeback of page %" PRIu32 " of region %s threw: %s; aborting (the page's data would be lost)", v,
-            name_.c_str(), e.what());
-    } catch (...) {
-      fatal("writeback of page %" PRIu32 " of region %s threw; aborting (the page's data would be lost)", v,
-            name_.c_str());
-    }
-    n_writebacks_.fetch_add(1, std::memory_order_relaxed);
-  }
-  {
-    RuntimeSection section;
-    if (::madvise(a, page_size_, MADV_DONTNEED) != 0)  // E3
-      fatal("region %s page %" PRIu32 ": madvise(MADV_DONTNEED): %s", name_.c_str(), v, std::strerror(errno));
-  }
-  finish(v, PageState::Evicting, PageState::Missing, 0);
 }
 
 PagedRegionStats PagedCore::stats() const {

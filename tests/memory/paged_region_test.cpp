@@ -294,7 +294,7 @@ void pager_needs_a_fiber(int vprocs) {
 
 }  // namespace
 
-TEST_CASE("I4 with page faults: every VProc faults on a page whose pager needs a fiber spawned last, and it completes with the shim on") {
+TEST_CASE("I4 with page faults: every VProc faults and the pagers need a fiber spawned last, shim on: completes") {
   const int vprocs = GENERATE(1, 2);
   sa_test::Watchdog wd{30s, "pager needs a fiber, shim on"};
   sa::Runtime rt{{.vprocs = vprocs, .shim = sa::ShimMode::on, .max_activations = 64}};
