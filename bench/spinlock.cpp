@@ -13,19 +13,22 @@
 //   naive_tas         std::atomic<bool>::exchange spin, std::threads
 //   ttas_yield        test-and-test-and-set, sched_yield() after 100 looks, std::threads
 //   pthread_mutex     pthread_mutex_t (futex; waiters sleep), std::threads
+//   no_lock           no lock at all, a counter per worker: the CPU cost of
+//                     the work itself under the same hogs
 //   sa_mutex          sa::Mutex in fibers, ShimMode::on
 // Each (system, H) runs in a forked child so that a collapsed run cannot
 // disturb the next one. Reported per (system, H), medians over repetitions:
 //   acq_per_s         acquisitions per second, all workers
 //   p99_acquire_us    99th percentile of lock() latency
-//   wasted_cpu_pct    CPU time the process burnt beyond its useful work
-//                     (acquisitions x the cost of one uncontended loop
-//                     iteration), as % of the run's wall time x CPUs: spin
-//                     time on a holder that cannot progress, mostly.
+//   wasted_ns_per_acq the process's CPU time per acquisition beyond that of
+//                     `no_lock` (the same workers and hogs, each with a
+//                     counter of its own and no lock): the CPU spent getting
+//                     the lock, spinning on a holder that cannot progress
+//                     above all.
 // Ratios at H = 2 (the goals): speedup_vs_pthread_mutex and
 // speedup_vs_naive_tas = sa_spinlock acq/s over theirs (goals >= 1 and
-// >= 10); wasted_vs_naive_tas = sa_spinlock wasted / naive wasted (goal
-// <= 0.1).
+// >= 10); wasted_vs_naive_tas = sa_spinlock's wasted_ns_per_acq over
+// naive_tas's (goal <= 0.1).
 
 #include <algorithm>
 #include <atomic>
@@ -63,7 +66,7 @@ inline void work(int steps) noexcept {
 struct Result {
   double acq_per_s = 0;
   double p99_us = 0;
-  double wasted_pct = 0;
+  double cpu_ns_per_acq = 0;  // process CPU time / acquisitions
   long counter = 0;
   long acquisitions = 0;
 };
@@ -96,7 +99,7 @@ double cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-Result summarise(std::vector<Worker>& workers, long counter, double secs, double cpu, int cpus, double iter_ns) {
+Result summarise(std::vector<Worker>& workers, long counter, double secs, double cpu) {
   Result r;
   std::vector<uint32_t> all;
   for (auto& w : workers) {
@@ -110,8 +113,7 @@ Result summarise(std::vector<Worker>& workers, long counter, double secs, double
     std::nth_element(all.begin(), k, all.end());
     r.p99_us = *k / 1000.0;
   }
-  const double useful = double(r.acquisitions) * iter_ns / 1e9;
-  r.wasted_pct = std::max(0.0, cpu - useful) / (secs * cpus) * 100.0;
+  r.cpu_ns_per_acq = r.acquisitions ? cpu * 1e9 / double(r.acquisitions) : 0;
   return r;
 }
 
@@ -126,7 +128,7 @@ std::vector<int> allowed_cpus() {
 }
 
 // One run of `system` in this (child) process for `secs` seconds.
-Result run_threads(const std::string& system, int per_cpu, double secs, double iter_ns) {
+Result run_threads(const std::string& system, int per_cpu, double secs) {
   const auto cpus = allowed_cpus();
   const int n = static_cast<int>(cpus.size()) * per_cpu;
   std::atomic<bool> tas{false};
@@ -163,8 +165,11 @@ Result run_threads(const std::string& system, int per_cpu, double secs, double i
                }
              },
              [&] { tas.store(false, std::memory_order_release); });
-      } else {
+      } else if (system == "pthread_mutex") {
         loop(w, stop_at, counter, [&] { ::pthread_mutex_lock(&pm); }, [&] { ::pthread_mutex_unlock(&pm); });
+      } else {  // no_lock: the same work, a counter of its own
+        long own = 0;
+        loop(w, stop_at, own, [] {}, [] {});
       }
     });
   while (ready.load() < n) std::this_thread::yield();
@@ -172,10 +177,12 @@ Result run_threads(const std::string& system, int per_cpu, double secs, double i
   stop_at.store(start + static_cast<int64_t>(secs * 1e9));
   for (auto& t : ts) t.join();
   const double elapsed = double(now_ns() - start) / 1e9;
-  return summarise(ws, counter, elapsed, cpu_seconds() - cpu0, static_cast<int>(cpus.size()), iter_ns);
+  Result r = summarise(ws, counter, elapsed, cpu_seconds() - cpu0);
+  if (system == "no_lock") r.counter = r.acquisitions;
+  return r;
 }
 
-Result run_fibers(const std::string& system, int per_cpu, double secs, double iter_ns) {
+Result run_fibers(const std::string& system, int per_cpu, double secs) {
   const bool shim_on = system != "sa_spinlock_off";
   sa::Runtime rt{{.vprocs = 0, .shim = shim_on ? sa::ShimMode::on : sa::ShimMode::off}};
   const int n = rt.vprocs() * per_cpu;
@@ -200,12 +207,12 @@ Result run_fibers(const std::string& system, int per_cpu, double secs, double it
     elapsed = double(now_ns() - start) / 1e9;
     cpu = cpu_seconds() - cpu0;
   });
-  return summarise(ws, counter, elapsed, cpu, rt.vprocs(), iter_ns);
+  return summarise(ws, counter, elapsed, cpu);
 }
 
 // in_child() runs one (system, hogs) measurement in a forked child, with the
 // hogs as its siblings, and reads its Result back through a pipe.
-Result in_child(const std::string& system, int per_cpu, int hogs, double secs, double iter_ns) {
+Result in_child(const std::string& system, int per_cpu, int hogs, double secs) {
   Pipe p(kBench);
   sa_hogs::CpuHogs h(hogs, allowed_cpus());
   const pid_t pid = ::fork();
@@ -213,7 +220,7 @@ Result in_child(const std::string& system, int per_cpu, int hogs, double secs, d
   if (pid == 0) {
     ::close(p.fd[0]);
     const bool fibers = system.rfind("sa_", 0) == 0;
-    Result r = fibers ? run_fibers(system, per_cpu, secs, iter_ns) : run_threads(system, per_cpu, secs, iter_ns);
+    Result r = fibers ? run_fibers(system, per_cpu, secs) : run_threads(system, per_cpu, secs);
     [[maybe_unused]] auto w = ::write(p.fd[1], &r, sizeof r);
     ::_exit(0);
   }
@@ -231,49 +238,37 @@ Result in_child(const std::string& system, int per_cpu, int hogs, double secs, d
   return r;
 }
 
-// iteration_ns() is the cost of one uncontended loop iteration (lock-free
-// work only, and two clock reads), the "useful work" of wasted_cpu_pct.
-double iteration_ns() {
-  std::vector<double> v;
-  for (int rep = 0; rep < 5; ++rep) {
-    const int64_t t0 = now_ns();
-    constexpr int kN = 100'000;
-    for (int i = 0; i < kN; ++i) {
-      (void)now_ns();
-      (void)now_ns();
-      work(kCsWork + kOutsideWork);
-    }
-    v.push_back(double(now_ns() - t0) / kN);
-  }
-  return median(v);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv, kBench);
   const double secs = args.pick(0.5, 0.2);
-  const double iter_ns = iteration_ns();
-  note(kBench, "one uncontended iteration: " + std::to_string(iter_ns) + " ns");
-  const std::vector<std::string> systems = {"sa_spinlock", "sa_spinlock_off", "naive_tas",
-                                            "ttas_yield",  "pthread_mutex",   "sa_mutex"};
+  const std::vector<std::string> systems = {"no_lock",    "sa_spinlock",   "sa_spinlock_off", "naive_tas",
+                                            "ttas_yield", "pthread_mutex", "sa_mutex"};
   for (int per_cpu : {1, 4})
     for (int hogs : {0, 2, 4}) {
       std::vector<std::pair<std::string, Result>> medians;
       const std::string suffix = "_w" + std::to_string(per_cpu) + "_h" + std::to_string(hogs);
+      double base_cpu_ns = 0;  // no_lock's CPU per iteration, measured first
       for (const auto& system : systems) {
-        std::vector<double> acq, p99, wasted;
+        std::vector<double> acq, p99, cpu;
         for (int rep = 0; rep < args.reps; ++rep) {
-          Result r = in_child(system, per_cpu, hogs, secs, iter_ns);
+          Result r = in_child(system, per_cpu, hogs, secs);
           acq.push_back(r.acq_per_s);
           p99.push_back(r.p99_us);
-          wasted.push_back(r.wasted_pct);
+          cpu.push_back(r.cpu_ns_per_acq);
         }
-        Result m{.acq_per_s = median(acq), .p99_us = median(p99), .wasted_pct = median(wasted)};
+        Result m{.acq_per_s = median(acq), .p99_us = median(p99), .cpu_ns_per_acq = median(cpu)};
+        medians.emplace_back(system, m);
+        if (system == "no_lock") {
+          base_cpu_ns = m.cpu_ns_per_acq;
+          report(kBench, system + suffix, "iter_per_s", m.acq_per_s, "1/s");
+          report(kBench, system + suffix, "cpu_ns_per_iter", m.cpu_ns_per_acq, "ns");
+          continue;
+        }
         report(kBench, system + suffix, "acq_per_s", m.acq_per_s, "1/s");
         report(kBench, system + suffix, "p99_acquire_us", m.p99_us, "us");
-        report(kBench, system + suffix, "wasted_cpu_pct", m.wasted_pct, "%");
-        medians.emplace_back(system, m);
+        report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, m.cpu_ns_per_acq - base_cpu_ns), "ns");
       }
       if (hogs != 2) continue;
       auto get = [&](const std::string& name) {
@@ -282,10 +277,11 @@ int main(int argc, char** argv) {
         return Result{};
       };
       const Result sa = get("sa_spinlock"), pm = get("pthread_mutex"), naive = get("naive_tas");
+      const double sa_wasted = std::max(0.0, sa.cpu_ns_per_acq - base_cpu_ns);
+      const double naive_wasted = std::max(0.0, naive.cpu_ns_per_acq - base_cpu_ns);
       report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", sa.acq_per_s / pm.acq_per_s, "x");
       report(kBench, "sa_spinlock" + suffix, "speedup_vs_naive_tas", sa.acq_per_s / naive.acq_per_s, "x");
-      report(kBench, "sa_spinlock" + suffix, "wasted_vs_naive_tas",
-             naive.wasted_pct > 0 ? sa.wasted_pct / naive.wasted_pct : 0, "x");
+      if (naive_wasted > 0) report(kBench, "sa_spinlock" + suffix, "wasted_vs_naive_tas", sa_wasted / naive_wasted, "x");
     }
   return 0;
 }
