@@ -28,12 +28,15 @@
 // round's round trips; server_cpu_us_per_req: the server process's CPU
 // time (user + system, /proc, 10 ms ticks) over the round and its drain, per
 // request completed; client_cpu_busy: this process's CPU time over the
-// round's wall time (near 1: the client, not the server, sets the pace).
+// round's wall time (near 1: the client, not the server, sets the pace);
+// others_cpu_busy: the CPU time every other process on the machine took
+// during the round (/proc/stat minus client and server) over CPUs x wall
+// time: how much of the shared machine was not ours.
 // Each reported value is the median over repetitions.
 //
 // Lines: per system and (C, S), metrics requests_per_s_c<C>_b<S> (unit
 // 1/s), p50_us_, p99_us_ and server_cpu_us_per_req_c<C>_b<S> (unit us),
-// client_cpu_busy_c<C>_b<S> (unit fraction). Ratios for system
+// client_cpu_busy_ and others_cpu_busy_c<C>_b<S> (unit fraction). Ratios for system
 // sa (unit x), throughput of sa over the peer's:
 //   fraction_of_liburing_c<C>_b<S>    goal >= 0.9 from C = 64
 //   speedup_vs_{epoll,threads,go}_c<C>_b<S>   goal vs threads >= 2 at C = 1000
@@ -79,7 +82,7 @@ constexpr int64_t kStallNs = 5'000'000'000;  // no completion for this long: a s
 struct Server {
   ServerProcess proc;
   std::vector<int> conns;             // the client's connections to it
-  std::vector<double> rps, p50, p99, server_cpu, client_cpu;  // one per repetition, this (C, S)
+  std::vector<double> rps, p50, p99, server_cpu, client_cpu, others_cpu;  // one per repetition, this (C, S)
   const std::string& system() const { return proc.system; }
 };
 
@@ -107,6 +110,7 @@ struct Round {
   double rps = 0, p50_us = 0, p99_us = 0;
   double server_cpu_us = 0;  // the server's CPU time (user + system) per request
   double client_cpu = 0;     // the client's CPU time / the round's wall time
+  double others_cpu = 0;     // other processes' CPU time / (CPUs x wall time)
 };
 
 // cpu_ns() is the CPU time (user + system, all threads) of process `pid`
@@ -125,6 +129,19 @@ int64_t cpu_ns(pid_t pid) {
   if (!p || std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
     return 0;
   return static_cast<int64_t>((utime + stime) * (1'000'000'000ULL / static_cast<unsigned long long>(::sysconf(_SC_CLK_TCK))));
+}
+
+// machine_cpu_ns() is the CPU time all processes spent in user and system
+// mode (/proc/stat; interrupts and softirqs outside process context not
+// included), in clock ticks turned to ns; 0 if unreadable.
+int64_t machine_cpu_ns() {
+  std::FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return 0;
+  unsigned long long user = 0, nice = 0, system = 0;
+  const int got = std::fscanf(f, "cpu %llu %llu %llu", &user, &nice, &system);
+  std::fclose(f);
+  if (got != 3) return 0;
+  return static_cast<int64_t>((user + nice + system) * (1'000'000'000ULL / static_cast<unsigned long long>(::sysconf(_SC_CLK_TCK))));
 }
 
 // self_cpu_ns() is this process's CPU time (user + system).
@@ -166,7 +183,7 @@ class Client {
     lat_.reserve(1 << 20);
     size_ = size;
 
-    const int64_t server_cpu0 = cpu_ns(s.proc.pid), client_cpu0 = self_cpu_ns();
+    const int64_t server_cpu0 = cpu_ns(s.proc.pid), client_cpu0 = self_cpu_ns(), machine_cpu0 = machine_cpu_ns();
     std::size_t completed = 0;  // counted or not
     const int64_t start = now_ns();
     const int64_t end = start + duration_ns;
@@ -220,8 +237,13 @@ class Client {
 
     Round out;
     out.rps = double(lat_.size()) / (double(duration_ns) / 1e9);
-    out.client_cpu = double(self_cpu_ns() - client_cpu0) / double(now_ns() - start);
-    out.server_cpu_us = double(cpu_ns(s.proc.pid) - server_cpu0) / 1e3 / double(std::max<std::size_t>(completed, 1));
+    const double wall = double(now_ns() - start);
+    const double client_cpu = double(self_cpu_ns() - client_cpu0);
+    const double server_cpu = double(cpu_ns(s.proc.pid) - server_cpu0);
+    out.client_cpu = client_cpu / wall;
+    out.server_cpu_us = server_cpu / 1e3 / double(std::max<std::size_t>(completed, 1));
+    const double others = double(machine_cpu_ns() - machine_cpu0) - client_cpu - server_cpu;
+    out.others_cpu = std::max(0.0, others / (wall * echo::event_loops()));
     if (!lat_.empty()) {
       auto pct = [&](double q) {
         const auto k = std::min(lat_.size() - 1, static_cast<std::size_t>(q * double(lat_.size())));
@@ -303,7 +325,7 @@ int main(int argc, char** argv) {
     for (std::size_t size : kSizes) {
       for (Server& s : servers) {
         client.round(s, size, warmup);
-        s.rps.clear(), s.p50.clear(), s.p99.clear(), s.server_cpu.clear(), s.client_cpu.clear();
+        s.rps.clear(), s.p50.clear(), s.p99.clear(), s.server_cpu.clear(), s.client_cpu.clear(), s.others_cpu.clear();
       }
       for (int rep = 0; rep < args.reps; ++rep) {
         for (std::size_t k = 0; k < servers.size(); ++k) {
@@ -311,17 +333,20 @@ int main(int argc, char** argv) {
           const Round r = client.round(s, size, duration);
           s.rps.push_back(r.rps), s.p50.push_back(r.p50_us), s.p99.push_back(r.p99_us);
           s.server_cpu.push_back(r.server_cpu_us), s.client_cpu.push_back(r.client_cpu);
+          s.others_cpu.push_back(r.others_cpu);
         }
       }
       const std::string kk = key(conns, size);
       for (Server& s : servers) {
         Round& m = results[s.system()][kk];
-        m = {median(s.rps), median(s.p50), median(s.p99), median(s.server_cpu), median(s.client_cpu)};
+        m = {median(s.rps), median(s.p50), median(s.p99), median(s.server_cpu), median(s.client_cpu),
+             median(s.others_cpu)};
         report(kBench, s.system(), "requests_per_s" + kk, m.rps, "1/s");
         report(kBench, s.system(), "p50_us" + kk, m.p50_us, "us");
         report(kBench, s.system(), "p99_us" + kk, m.p99_us, "us");
         report(kBench, s.system(), "server_cpu_us_per_req" + kk, m.server_cpu_us, "us");
         report(kBench, s.system(), "client_cpu_busy" + kk, m.client_cpu, "fraction");
+        report(kBench, s.system(), "others_cpu_busy" + kk, m.others_cpu, "fraction");
       }
     }
     for (Server& s : servers) {
