@@ -26,7 +26,9 @@
 // Lines (system sa_on / sa_off, per latency L in µs), each the median over
 // repetitions (the fractions interleaved within a repetition):
 //   exec_ms_l<L>_mem<P>             execution time at P% of the memory (ms)
-//   faults_l<L>_mem<P>              faults of that round (count)
+//   fills_l<L>_mem<P>               pages the pager filled in that round (count;
+//                                   the faults are more: several fibers fault
+//                                   on a page being filled)
 //   slowdown_vs_mem100_l<L>_mem<P>  exec_ms at P% / exec_ms at 100% (x)
 // and for sa_on: speedup_vs_sa_off_l<L>_mem<P> = sa_off's / sa_on's time (x).
 //
@@ -95,7 +97,7 @@ uint64_t compute(uint64_t x) {
 
 struct Sample {
   double ms = 0;
-  double faults = 0;
+  double fills = 0;
   sa::PagedRegionStats stats;
 };
 
@@ -127,7 +129,7 @@ Sample workload(sa::Runtime& rt, bool on, int vprocs, int visits, int percent) {
     for (auto& f : fibers) f.join();
     s.ms = double(now_ns() - t0) / 1e6;
     s.stats = region.stats();
-    s.faults = double(s.stats.faults);
+    s.fills = double(s.stats.pages_filled);
     if (bad.load()) fail(kBench, std::to_string(bad.load()) + " pages read with wrong contents");
   });
   return s;
@@ -191,13 +193,13 @@ int main(int argc, char** argv) {
                       .shim = on ? sa::ShimMode::on : sa::ShimMode::off,
                       .max_activations = kFibers + 4 * cpus + 8}};
       workload(rt, on, cpus, visits, 100);  // warm-up
-      std::vector<double> ms[kNumPercents], faults[kNumPercents];
+      std::vector<double> ms[kNumPercents], fills[kNumPercents];
       sa::shim::LatencyHistogram pager_us, blocked_us;
       for (int rep = 0; rep < args.reps; ++rep)
         for (int i = 0; i < kNumPercents; ++i) {
           Sample s = workload(rt, on, cpus, visits, kPercents[i]);
           ms[i].push_back(s.ms);
-          faults[i].push_back(s.faults);
+          fills[i].push_back(s.fills);
           for (int b = 0; b < sa::shim::LatencyHistogram::kBuckets; ++b) {
             pager_us.buckets[b] += s.stats.pager_us.buckets[b];
             blocked_us.buckets[b] += s.stats.blocked_us.buckets[b];
@@ -207,7 +209,7 @@ int main(int argc, char** argv) {
         const std::string p = l + "_mem" + std::to_string(kPercents[i]);
         exec[mode][i] = median(ms[i]);
         report(kBench, system, "exec_ms" + p, exec[mode][i], "ms");
-        report(kBench, system, "faults" + p, median(faults[i]), "count");
+        report(kBench, system, "fills" + p, median(fills[i]), "count");
       }
       for (int i = 0; i < kNumPercents; ++i)
         report(kBench, system, "slowdown_vs_mem100" + l + "_mem" + std::to_string(kPercents[i]),
