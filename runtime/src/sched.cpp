@@ -91,6 +91,10 @@ void ready(FiberCtl* f, bool run_next) noexcept {
     if (run_next) vp->runq.push_next(f, core.global);
     else vp->runq.push(f, core.global);
     count(vp->counters.fiber_wakes);
+    if (vp->deferring_wakes) {  // its loop polls and runs what it readies: poll_own()
+      ++vp->deferred_wakes;
+      return;
+    }
   } else {
     core.global.push(f);
   }
