@@ -201,6 +201,11 @@ FiberCtl* VProc::find_runnable() noexcept {
         searching_ = false;
         if (core.nsearching.fetch_sub(1, std::memory_order_seq_cst) == 1) core.wake_idle();
       }
+      // Expired timers and completions first: the fibers they wake (a
+      // pager, a fault server) may be what the held activations wait for,
+      // and the held one resumes its own fiber, not this loop.
+      if (!timers.empty()) timers.fire_expired(now_ns());
+      if (Poller* p = poller.load(std::memory_order_relaxed)) p->poll();
       if (core.hand_to_held(*this)) return nullptr;  // we left this VProc
     }
     if (!timers.empty()) timers.fire_expired(now_ns());
