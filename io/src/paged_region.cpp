@@ -305,9 +305,16 @@ void PagedCore::dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills)
   const int64_t now = now_ns();
   {
     RuntimeSection section;
-    std::lock_guard g(lock_);
-    for (std::size_t i = 0; i < n; ++i) route(msgs[i], now, fills, now_list);
-    in_flight_.fetch_add(static_cast<int>(fills.size()), std::memory_order_relaxed);
+    {
+      std::lock_guard g(lock_);
+      for (std::size_t i = 0; i < n; ++i) route(msgs[i], now, fills, now_list);
+      in_flight_.fetch_add(static_cast<int>(fills.size()), std::memory_order_relaxed);
+    }
+    // Step 1's handoff, sooner: the message names the sleeper, so its VProc
+    // need not wait for the monitor (which runs only on an idle CPU).
+    for (std::size_t i = 0; i < n; ++i)
+      if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+        shim_.fault_seen(static_cast<int>(msgs[i].arg.pagefault.feat.ptid), now);
   }
   for (auto& [p, w] : now_list) resume(p, {w});
   for (uint32_t p : fills) {

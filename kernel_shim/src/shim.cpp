@@ -209,8 +209,7 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
       }
       return false;
     }
-    if (!a.exhausted_counted) {
-      a.exhausted_counted = true;
+    if (!a.exhausted_counted.exchange(true, std::memory_order_relaxed)) {
       n_exhausted_.fetch_add(1, std::memory_order_relaxed);
     }
     if (!warned_exhausted_.exchange(true))
@@ -225,7 +224,7 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
   }
   a.signalled.store(false, std::memory_order_relaxed);
   a.woke_at_ns.store(0, std::memory_order_relaxed);
-  a.exhausted_counted = false;
+  a.exhausted_counted.store(false, std::memory_order_relaxed);
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
   if (!a.try_state(from, to)) {
     return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
@@ -377,6 +376,24 @@ bool Shim::hold(Activation& a) noexcept {
   return true;
 }
 
+bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
+  if (!options_.activations || tid <= 0) return false;
+  Activation* a = nullptr;
+  {
+    std::lock_guard g(lock_);
+    for (const auto& x : all_)
+      if (x->tid() == tid) {
+        a = x.get();
+        break;
+      }
+  }
+  // Activations are never freed before stop(): `a` stays valid.
+  if (!a || a->state() != ActivationState::User || a->cpu_state() != CpuState::Sleeping) return false;
+  // The same path as the monitor's (they may race: one CAS User -> Lost
+  // wins, the other gives its spare back).
+  return handoff(*a, at_ns) && a->state() == ActivationState::Lost;
+}
+
 bool Shim::resume_faulted(int tid) noexcept {
   if (!options_.activations || tid <= 0) return false;
   std::lock_guard g(lock_);
@@ -464,7 +481,7 @@ bool Shim::enter_call() noexcept {
   if (!a) return false;
   n_calls_.fetch_add(1, std::memory_order_relaxed);
   a->call_started_ns.store(now_ns(), std::memory_order_relaxed);
-  a->exhausted_counted = false;
+  a->exhausted_counted.store(false, std::memory_order_relaxed);
   a->set_state(ActivationState::Running, ActivationState::InCall);
   if (monitor_ && !monitor_->perf()) monitor_->call_started();
   return true;

@@ -127,10 +127,12 @@ FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
 }
 
 FiberCtl* VProc::pick_local() noexcept {
-  // A held activation waits for a processor: go through the loop, which
-  // hands this one over.
-  // Revoked: likewise, the loop stands the VProc down.
-  if (core.has_held() || revoked.load(std::memory_order_relaxed)) return nullptr;
+  // Revoked: go through the loop, which stands the VProc down. A held
+  // activation waits for a processor: likewise, the loop hands this one
+  // over, but on every other turn only (held_turn()), so the ready fibers
+  // here are not starved by activations that fault again and again.
+  if (revoked.load(std::memory_order_relaxed)) return nullptr;
+  if (core.has_held() && held_turn()) return nullptr;
   for (;;) {
     FiberCtl* f = nullptr;
     const uint32_t tick = ++tick_;
@@ -193,7 +195,7 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       return nullptr;
     }
-    if (core.has_held()) {
+    if (core.has_held() && (!has_local_work() || held_turn())) {
       // A held activation waits: hand it this VProc. Stop searching first:
       // a VProc counted in nsearching while its new activation runs a fiber
       // would make producers skip wake-ups (W2).
@@ -278,6 +280,13 @@ void VProc::poll_own(Poller* p) noexcept {
   deferring_wakes = false;
   if (deferred_wakes > 1 || (deferred_wakes == 1 && !inbox.empty())) core.wake_idle();
 }
+
+bool VProc::held_turn() noexcept {
+  held_turn_ = !held_turn_;
+  return held_turn_;
+}
+
+bool VProc::has_local_work() const noexcept { return !inbox.empty() || !runq.empty(); }
 
 bool VProc::shared_work_visible() const noexcept {
   if (!core.global.empty()) return true;

@@ -134,7 +134,7 @@ class Activation {
   std::atomic<bool> safepoint_requested{false};
   // Monitor thread only: this block was counted as pool_exhausted; and, for
   // the /proc fallback, since when a User activation has been seen asleep.
-  bool exhausted_counted = false;
+  std::atomic<bool> exhausted_counted{false};  // also written by Shim::fault_seen's callers
   int64_t fallback_asleep_since_ns = 0;
 
  private:

@@ -50,7 +50,10 @@
 //      kHoldSignal (the measured I1 window runs from that record).
 //   7. a, in the signal handler or at its next enter_runtime(), whichever
 //      is first: CAS Lost -> Held; upcall activation_held(a): the runtime
-//      queues a ahead of ready fibers and a parks in wait_for_processor().
+//      queues a for a VProc (a VProc with local ready fibers alternates
+//      between them and held activations: held ones may hold locks, ready
+//      ones may be the pager a faulter waits for) and a parks in
+//      wait_for_processor().
 //   8. a VProc's loop (on activation h) finds a queued: it hands itself over
 //      (give_processor), h leaves its loop and turns Spare, a resumes its
 //      fiber on that processor. When the pool is exhausted, the monitor also
@@ -118,8 +121,9 @@ class UpcallHandler {
   // loop_context) what is needed to give `a` a processor again.
   virtual void processor_taken(int vp, Activation& a) noexcept = 0;
   // activation_held(a) runs on `a` itself (Held) when it woke after an
-  // unannounced block lost its processor: queue it for a processor ahead of
-  // ready fibers, wait with wait_for_processor(), and make the processor it
+  // unannounced block lost its processor: queue it for a processor (no
+  // later than every other scheduling turn of a VProc), wait with
+  // wait_for_processor(), and make the processor it
   // gets current. Returns once `a` may run user code again.
   virtual void activation_held(Activation& a) noexcept = 0;
 };
@@ -268,6 +272,14 @@ class Shim {
   // next safe point. Any thread; never blocks.
   void request_safe_point(int vp) noexcept;
   static int kSafePointSignal() noexcept;
+  // fault_seen() is the page-fault upcall's fast path (issue 6): a
+  // userfaultfd message says thread `tid` sleeps in a fault since about
+  // `at_ns`. If it is an activation running a fiber's own code (User) and
+  // the kernel's run-state word says it sleeps, its processor goes to a
+  // spare now (protocol steps 3-4), without waiting for the monitor, which
+  // runs only on an idle CPU. False if nothing was handed off (the monitor
+  // still may). Any thread, in runtime code; never blocks.
+  bool fault_seen(int tid, int64_t at_ns) noexcept;
   // has_held() is true while a held activation waits; one load.
   bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
 

@@ -168,6 +168,11 @@ class VProc {
   // sleeps until restored or stopped.
   void stand_down() noexcept;
 
+  // held_turn() alternates between a held activation and a local ready
+  // fiber when both wait: true on the held activation's turns.
+  bool held_turn() noexcept;
+  bool has_local_work() const noexcept;
+  bool held_turn_ = false;
   bool searching_ = false;
   uint32_t tick_ = 0;
   uint32_t steal_start_ = 0;
