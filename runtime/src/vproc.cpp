@@ -233,7 +233,9 @@ FiberCtl* VProc::find_runnable() noexcept {
         // a moment to run it itself before taking it (Go's runqsteal waits
         // 3 µs too), or two fibers talking would bounce between CPUs.
         take_next = now - started >= kStealNextAfterNs;
-        if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held()) break;
+        if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
+            revoked.load(std::memory_order_relaxed))
+          break;
         // Nobody runs fibers (every VProc searches or sleeps): stop soon.
         if (now - started >= kSearchAloneNs &&
             core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
@@ -297,6 +299,7 @@ bool VProc::shared_work_visible() const noexcept {
 
 bool VProc::has_work() const noexcept {
   if (!inbox.empty() || !runq.empty() || !core.global.empty() || core.has_held()) return true;
+  if (revoked.load(std::memory_order_seq_cst)) return true;  // it must stand down, not sleep
   if (timers.next_deadline() <= now_ns()) return true;
   for (int v : steal_order)
     if (!core.vproc(v).runq.empty()) return true;

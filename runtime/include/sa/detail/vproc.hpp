@@ -18,7 +18,8 @@
 //        searching (nsearching -= 1); seq_cst fence.
 //     2. Final check: every queue this VProc may take from (its inbox, run
 //        queue, the global queue, every other run queue, due timers, held
-//        activations waiting for a processor) and the stop flag.
+//        activations waiting for a processor), the stop flag and the
+//        revoked flag (RuntimeCore::revoke stores it, then does W1-W3 on v).
 //     3. Work found: CAS v.idle Sleeping -> Awake; if that fails a waker
 //        already claimed us (step W3) and counted us as searching.
 //     4. Otherwise this_processor_is_idle(v.idle == Sleeping, next timer).
