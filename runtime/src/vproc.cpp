@@ -54,8 +54,11 @@ Poller* poller_of_current() noexcept {
 
 FiberCtl* current_fiber() noexcept {
   // A Lost activation holds here first, or it would read the fiber of the
-  // activation that took its VProc.
-  { RuntimeSection gate; }
+  // activation that took its VProc; and the read happens inside the section
+  // (Running), where the monitor hands nothing away, not after it, when a
+  // stale switch record could make us Lost again while a spare writes
+  // `current` (TSan saw that).
+  RuntimeSection gate;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) return nullptr;
   return vp->current;

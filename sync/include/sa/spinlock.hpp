@@ -24,9 +24,11 @@
 //       3. unlock() sees kParked and wakes the parked waiters, and, if the
 //          holder was donated a CPU, re-pins it to its own processor's CPU.
 //   - A fiber holding an sa::Spinlock is in a critical section
-//     (detail::tl_critical_depth): the runtime never deschedules it; a
-//     waiter that itself holds another Spinlock never parks or yields, it
-//     only spins.
+//     (detail::tl_critical_depth): the runtime never deschedules it, and
+//     the outermost section runs as runtime code (activation Running), so
+//     a block inside it (a page fault) keeps its VProc rather than handing
+//     it to a spare; a waiter that itself holds another Spinlock never
+//     parks or yields, it only spins.
 //
 // Why the recovery is safe:
 //   - Donation changes only where the kernel runs the holder, never what it
@@ -90,11 +92,19 @@ class Spinlock {
   }
   // try_lock() takes the lock if it is free; never blocks.
   bool try_lock() noexcept {
+    if (state_.load(std::memory_order_relaxed) != 0) return false;
+    // The outermost section runs as runtime code (Running): a block inside
+    // it keeps the VProc, and a Lost activation holds before it takes the
+    // lock. One CAS with the shim on, a load without.
+    const bool outermost = detail::tl_critical_depth == 0;
+    const bool entered = outermost && shim::Shim::enter_runtime();
     uint32_t free = 0;
     // acquire: the critical section sees the previous holder's writes.
-    if (state_.load(std::memory_order_relaxed) != 0 ||
-        !state_.compare_exchange_strong(free, kLocked, std::memory_order_acquire, std::memory_order_relaxed))
+    if (!state_.compare_exchange_strong(free, kLocked, std::memory_order_acquire, std::memory_order_relaxed)) {
+      if (entered) shim::Shim::leave_runtime();
       return false;
+    }
+    if (outermost) detail::tl_critical_entered = entered;
     holder_activation_.store(shim::Activation::current(), std::memory_order_relaxed);
     holder_.store(detail::current_fiber_id(), std::memory_order_relaxed);
     ++detail::tl_critical_depth;
@@ -109,8 +119,11 @@ class Spinlock {
     // seq_cst (release, and ordered before the load of `donated`: see the
     // design comment).
     const uint32_t old = state_.exchange(0, std::memory_order_seq_cst);
-    --detail::tl_critical_depth;
     if ((old & kParked) || (self && self->donated.load(std::memory_order_seq_cst))) unlock_slow(old, self);
+    if (--detail::tl_critical_depth == 0 && detail::tl_critical_entered) {
+      detail::tl_critical_entered = false;
+      shim::Shim::leave_runtime();  // Running -> User
+    }
     // The end of a critical section is a safe point (processor revocation).
     if (self && self->safepoint_requested.load(std::memory_order_relaxed)) detail::safe_point();
   }

@@ -106,6 +106,10 @@ struct RuntimeSection {
 // unlocks; and
 // safe points (processor revocation) wait until the depth is 0.
 inline constinit thread_local int tl_critical_depth = 0;
+// The outermost critical section moved the activation User -> Running
+// (Shim::enter_runtime), so that, like runtime code, it is never handed
+// away while it blocks in the kernel (a page fault): its VProc waits for it.
+inline constinit thread_local bool tl_critical_entered = false;
 // safe_point() is where a fiber acts on its activation's safepoint_requested
 // flag (Shim::request_safe_point): outside critical sections, on a revoked
 // VProc, it yields so the VProc stands down. May switch the fiber.
