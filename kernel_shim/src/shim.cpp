@@ -135,9 +135,9 @@ void Shim::run(Activation& a) noexcept {
     }
     if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
+    a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
     a.set_state(state, ActivationState::Running);
     if (monitor_) monitor_->activity();
-    a.vproc.store(vp, std::memory_order_relaxed);
     a.pin(cpu_of(vp));
     if (kind_of(job) == kAdded) {
       n_added_.fetch_add(1, std::memory_order_relaxed);
@@ -326,8 +326,12 @@ void Shim::record_handoff(int64_t blocked_at_ns, bool call) noexcept {
 void Shim::preempted(Activation& a) noexcept {
   const ActivationState st = a.state();
   if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return;
+  // A spare that just left the pool is Running before its first job's
+  // processor is stored (and the record may predate it): no processor yet.
+  const int vp = a.vproc.load(std::memory_order_relaxed);
+  if (vp < 0 || vp >= options_.processors) return;
   n_preempted_.fetch_add(1, std::memory_order_relaxed);
-  handler_.processor_preempted(a.vproc.load(std::memory_order_relaxed), a);
+  handler_.processor_preempted(vp, a);
 }
 
 bool Shim::enter_runtime() noexcept {
