@@ -17,6 +17,8 @@
 
 #include <sa/shim/shim.hpp>
 
+#include "switch_events.hpp"
+
 namespace sa::shim {
 
 namespace {
@@ -29,25 +31,6 @@ int64_t now_ns() noexcept {
 }
 
 size_t page_size() noexcept { return static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
-
-// open_switch_events() opens the context-switch record stream of the calling
-// thread; -1 with errno on failure.
-int open_switch_events() noexcept {
-  perf_event_attr attr{};
-  attr.size = sizeof attr;
-  attr.type = PERF_TYPE_SOFTWARE;
-  attr.config = PERF_COUNT_SW_DUMMY;
-  attr.context_switch = 1;
-  attr.exclude_kernel = 1;
-  attr.exclude_hv = 1;
-  attr.watermark = 1;  // wake per byte, not per sample: switch records are not samples
-  attr.wakeup_watermark = 1;
-  attr.sample_id_all = 1;  // a timestamp on every record...
-  attr.sample_type = PERF_SAMPLE_TIME;
-  attr.use_clockid = 1;  // ...on steady_clock's clock
-  attr.clockid = CLOCK_MONOTONIC;
-  return static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
-}
 
 // task_sleeping() reads a thread's state from /proc: true for S or D.
 bool task_sleeping(int tid) noexcept {
@@ -109,7 +92,7 @@ void BlockMonitor::attach(Activation& a) noexcept {
   auto w = std::make_unique<Watch>();
   w->a = &a;
   if (perf_.load(std::memory_order_relaxed)) {
-    w->fd = open_switch_events();
+    w->fd = detail::open_switch_events(/*wake_per_record=*/true);
     if (w->fd >= 0) {
       w->ring_len = (1 + kDataPages) * page_size();
       w->ring = ::mmap(nullptr, w->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);

@@ -2,6 +2,8 @@
 
 #include <sa/shim/run_state.hpp>
 
+#include "switch_events.hpp"
+
 #include <cstring>
 #include <ctime>
 #include <linux/perf_event.h>
@@ -32,18 +34,7 @@ const char* to_string(CpuState s) noexcept {
 }
 
 std::unique_ptr<RunStateWord> RunStateWord::open_for_this_thread() noexcept {
-  perf_event_attr attr{};
-  attr.size = sizeof attr;
-  attr.type = PERF_TYPE_SOFTWARE;
-  attr.config = PERF_COUNT_SW_DUMMY;
-  attr.context_switch = 1;
-  attr.exclude_kernel = 1;
-  attr.exclude_hv = 1;
-  attr.sample_id_all = 1;
-  attr.sample_type = PERF_SAMPLE_TIME;
-  attr.use_clockid = 1;
-  attr.clockid = CLOCK_MONOTONIC;
-  const int fd = static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
+  const int fd = detail::open_switch_events(/*wake_per_record=*/false);
   if (fd < 0) return nullptr;
   // One metadata page and one data page (a power of two, as perf requires);
   // PROT_READ alone selects overwrite mode.
