@@ -101,17 +101,7 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
   sa_test::Watchdog wd{30s, "held in the signal handler"};
   constexpr int vprocs = 2;
   sa::Runtime rt{{.vprocs = vprocs, .shim = sa::ShimMode::on}};
-  std::atomic<int> max_running{0};
-  std::atomic<bool> done{false};
-  std::thread sampler([&] {
-    while (!done) {
-      int r = rt.stats().shim.activations_running;
-      int m = max_running.load();
-      while (r > m && !max_running.compare_exchange_weak(m, r)) {
-      }
-      std::this_thread::sleep_for(100us);
-    }
-  });
+  sa_test::RunningSampler sampler([&] { return rt.stats().shim.activations_running; });
   rt.run([] {
     std::vector<Pipe> pipes(6);
     std::vector<sa::Fiber> fibers;
@@ -128,12 +118,11 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
     for (auto& f : fibers) f.join();
     CHECK(spins > 0);
   });
-  done = true;
-  sampler.join();
+  sampler.stop();
   auto s = rt.stats().shim;
   INFO("held " << s.held << " window p50 " << s.held_window_p50_us << " us p99 " << s.held_window_p99_us << " us");
   CHECK(s.held >= 1);
-  CHECK(max_running <= vprocs);
+  CHECK(sampler.max() <= vprocs);
   CHECK(sa_test::fiber_failures() == 0);
 }
 

@@ -324,17 +324,7 @@ TEST_CASE("PagedRegion: with the shim on, faults are activation_blocked upcalls 
   sa::PagedRegionStats s;
   std::atomic<int> computed{0};
   // I1: activations owning a processor, sampled while the faults happen.
-  std::atomic<int> max_running{0};
-  std::atomic<bool> done{false};
-  std::thread sampler([&] {
-    while (!done) {
-      int r = rt.stats().shim.activations_running;
-      int m = max_running.load();
-      while (r > m && !max_running.compare_exchange_weak(m, r)) {
-      }
-      std::this_thread::sleep_for(100us);
-    }
-  });
+  sa_test::RunningSampler sampler([&] { return rt.stats().shim.activations_running; });
   rt.run([&] {
     sa::PagedRegion region({.size = 8 * sys_page(), .pager = pager});
     std::vector<sa::Fiber> fibers;
@@ -346,11 +336,10 @@ TEST_CASE("PagedRegion: with the shim on, faults are activation_blocked upcalls 
     for (auto& f : fibers) f.join();
     s = region.stats();
   });
-  done = true;
-  sampler.join();
+  sampler.stop();
   CHECK(sa_test::fiber_failures() == 0);
   CHECK(computed == 4);
-  CHECK(max_running <= kVProcs);
+  CHECK(sampler.max() <= kVProcs);
   auto shim = rt.stats().shim;
   INFO("blocked " << shim.activation_blocked << " held " << shim.held << " handoff detected p50 "
                   << shim.handoff_detected_p50_us << " us; resumed by shim " << s.resumed_by_shim);

@@ -76,6 +76,37 @@ struct ChildResult {
 // `limit`, and returns how it ended with its stderr.
 ChildResult run_in_child(const std::function<void()>& body, std::chrono::milliseconds limit);
 
+// RunningSampler: for I1, reads `running()` (e.g. rt.stats().shim.
+// activations_running) every 100 µs on a thread of its own until stop() or
+// destruction; max() is the highest value seen.
+class RunningSampler {
+ public:
+  explicit RunningSampler(std::function<int()> running) : running_(std::move(running)) {
+    thread_ = std::thread([this] {
+      while (!done_.load()) {
+        const int r = running_();
+        if (r > max_.load()) max_.store(r);  // this thread is the only writer
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    });
+  }
+  RunningSampler(const RunningSampler&) = delete;
+  RunningSampler& operator=(const RunningSampler&) = delete;
+  ~RunningSampler() { stop(); }
+  // stop() ends the sampling (joins the thread); idempotent.
+  void stop() {
+    done_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  int max() const { return max_.load(); }
+
+ private:
+  std::function<int()> running_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> max_{0};
+  std::thread thread_;
+};
+
 // process_cpu_seconds() is user + system CPU time of this process.
 double process_cpu_seconds();
 

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <sched.h>
 #include <time.h>
@@ -34,6 +35,32 @@ std::vector<int> vproc_cpus(const sa::Runtime& rt) {
   std::vector<int> cpus;
   for (const auto& v : rt.stats().vprocs) cpus.push_back(v.cpu);
   return cpus;
+}
+
+// holder_and_waiter() runs, in `rt`, `hold` in a fiber on VProc 0 that
+// holds a Spinlock meanwhile, and a fiber on VProc 1 that takes the same
+// lock once `hold` has started; returns how many of the two finished their
+// critical section (2 unless something went wrong).
+long holder_and_waiter(sa::Runtime& rt, const std::function<void()>& hold) {
+  long n = 0;
+  rt.run([&] {
+    sa::Spinlock sl;
+    std::atomic<bool> held{false};
+    sa::Fiber holder = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      std::lock_guard g(sl);
+      held = true;
+      hold();
+      ++n;
+    });
+    sa::Fiber waiter = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+      while (!held) sa::this_fiber::yield();
+      std::lock_guard g(sl);
+      ++n;
+    });
+    holder.join();
+    waiter.join();
+  });
+  return n;
 }
 
 }  // namespace
@@ -75,26 +102,11 @@ TEST_CASE("a waiter parks instead of spinning while the holder sleeps in the ker
     WARN("perf_event_open refused here: no run-state word to test");
     return;
   }
-  long n = 0;
   double cpu_during = 0;
-  rt.run([&] {
-    sa::Spinlock sl;
-    std::atomic<bool> held{false};
-    sa::Fiber holder = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
-      std::lock_guard g(sl);
-      held = true;
-      const double c0 = sa_test::process_cpu_seconds();
-      ::usleep(300'000);  // unannounced: the activation sleeps holding the lock
-      cpu_during = sa_test::process_cpu_seconds() - c0;
-      ++n;
-    });
-    sa::Fiber waiter = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
-      while (!held) sa::this_fiber::yield();
-      std::lock_guard g(sl);
-      ++n;
-    });
-    holder.join();
-    waiter.join();
+  const long n = holder_and_waiter(rt, [&] {
+    const double c0 = sa_test::process_cpu_seconds();
+    ::usleep(300'000);  // unannounced: the activation sleeps holding the lock
+    cpu_during = sa_test::process_cpu_seconds() - c0;
   });
   CHECK(n == 2);
   CHECK(rt.stats().total().spin_recoveries >= 1);
@@ -113,29 +125,15 @@ TEST_CASE("a waiter donates its CPU to a preempted holder, which then finishes")
   // critical section: on its own CPU it is preempted nearly all the time. It
   // finishes promptly only if a waiter gives it VProc 1's CPU.
   sa_hogs::CpuHogs hog{1, {rt.stats().vprocs[0].cpu}};
-  long n = 0;
-  rt.run([&] {
-    sa::Spinlock sl;
-    std::atomic<bool> held{false};
-    sa::Fiber holder = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
-      std::lock_guard g(sl);
-      sched_param idle{};
-      REQUIRE(::sched_setscheduler(0, SCHED_IDLE, &idle) == 0);
-      held = true;
-      burn(20ms);  // about 1.5 s of wall time at SCHED_IDLE beside the hog
-      sched_param normal{};
-      ::sched_setscheduler(0, SCHED_OTHER, &normal);
-      ++n;
-    });
-    sa::Fiber waiter = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
-      while (!held) sa::this_fiber::yield();
-      std::lock_guard g(sl);
-      ++n;
-    });
-    holder.join();
-    waiter.join();
+  const long n = holder_and_waiter(rt, [] {
+    sched_param idle{};
+    SA_FIBER_CHECK(::sched_setscheduler(0, SCHED_IDLE, &idle) == 0);
+    burn(20ms);  // about 1.5 s of wall time at SCHED_IDLE beside the hog
+    sched_param normal{};
+    ::sched_setscheduler(0, SCHED_OTHER, &normal);
   });
   CHECK(n == 2);
+  CHECK(sa_test::fiber_failures() == 0);
   const auto s = rt.stats();
   CHECK(s.total().spin_donations >= 1);
   CHECK(s.shim.donations >= 1);
