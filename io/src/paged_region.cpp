@@ -160,6 +160,7 @@ void PagedCore::start() {
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t w = ::write(stop_fd_.fd, &one, sizeof one);
     for (auto& t : threads_) t.join();
+    threads_.clear();  // joined: the destructor must not join them again
     throw;
   }
 }
@@ -440,21 +441,18 @@ void PagedCore::finish(uint32_t p, PageState from, PageState to, int64_t pager_n
 
 void PagedCore::resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept {
   if (ws.empty()) return;
-  RuntimeSection section;  // resume_faulted takes the shim's lock: no handoff meanwhile
-  bool wake = false;
+  RuntimeSection section;  // resume_faulted takes the shim's lock: our activation is not handed off meanwhile
   const int64_t now = now_ns();
+  // Stats first: a resumed fiber may finish and its test read stats() at once.
+  for (const FaultWaiter& w : ws) record(blocked_buckets_, now - w.since_ns);
   for (const FaultWaiter& w : ws) {
-    if (shim_.resume_faulted(w.tid)) {
-      n_shim_.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      wake = true;
-      n_woken_.fetch_add(1, std::memory_order_relaxed);
-    }
-    record(blocked_buckets_, now - w.since_ns);
+    if (shim_.resume_faulted(w.tid)) n_shim_.fetch_add(1, std::memory_order_relaxed);
+    else n_woken_.fetch_add(1, std::memory_order_relaxed);
   }
-  // After the signals: an activation woken here too still takes its signal
-  // (already pending) before its next user instruction.
-  if (wake) {
+  // Always wake, after the signals: a signalled activation takes its
+  // (pending) signal before its next user instruction, and one whose mask
+  // blocks the hold signal would otherwise sleep in the fault for ever.
+  {
     try {
       uffd_.wake(addr(p), page_size_);
     } catch (const std::system_error& e) {

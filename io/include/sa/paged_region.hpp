@@ -28,8 +28,9 @@
 //     message was read. Resolving a page resumes each waiter with
 //     Shim::resume_faulted(tid) (an activation: the hold signal interrupts
 //     its fault wait; a Lost one holds in the handler before any user
-//     instruction, I1) and, for the other threads (outside the runtime, or
-//     ShimMode::off), UFFDIO_WAKE on the page.
+//     instruction, I1), then one UFFDIO_WAKE on the page for the other
+//     threads (outside the runtime, or ShimMode::off) and for a faulter
+//     whose signal mask blocks the hold signal.
 //   - Budget: at most `resident_pages` pages are resident or being filled
 //     or evicted. A fill past it first evicts a victim chosen by CLOCK.
 //
@@ -60,8 +61,8 @@
 //      runs the pager into a staging buffer, then UFFDIO_COPY with
 //      UFFDIO_COPY_MODE_DONTWAKE: no sleeper runs yet.
 //   4. Under the lock p becomes Resident (CLOCK bit set) and the waiter
-//      list is taken; then each waiter is resumed (resume_faulted, else one
-//      UFFDIO_WAKE of p for all the rest). An activation resumed so holds
+//      list is taken; then each waiter is resumed (resume_faulted), then one
+//      UFFDIO_WAKE of p wakes the rest. An activation resumed so holds
 //      until a VProc hands it a processor (shim.hpp, steps 6-8).
 //   Eviction (E), by a pager fiber that needs budget:
 //   E1. CLOCK: the hand passes resident pages, clearing set bits, and takes
