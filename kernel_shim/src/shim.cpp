@@ -126,10 +126,12 @@ void Shim::run(Activation& a) noexcept {
         a.set_state(ActivationState::Starting, ActivationState::Spare);
         state = ActivationState::Spare;
         return_spare(a);
-        if (starting_.load(std::memory_order_relaxed) > 0) {
-          starting_.fetch_sub(1, std::memory_order_relaxed);
-          if (monitor_) monitor_->call_started();  // a handoff may be waiting for us
+        // Only a spare started for growth is counted in starting_ (the
+        // ones start() makes are not): decrement without going below 0.
+        int n = starting_.load(std::memory_order_relaxed);
+        while (n > 0 && !starting_.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
         }
+        if (n > 0 && monitor_) monitor_->call_started();  // a handoff may be waiting for us
       }
       futex_wait(a.job, kNone);
     }
@@ -173,13 +175,27 @@ void Shim::return_spare(Activation& a) noexcept {
   spares_ = &a;
 }
 
-bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
+bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
+  // acquire/release: one handoff of `a` at a time, each seeing the last
+  // one's writes (taken_recorded, signalled). The other caller is already
+  // on it: nothing to do here.
+  if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
+  const bool done = handoff_locked(a, blocked_at_ns, from_monitor);
+  a.in_handoff.store(false, std::memory_order_release);
+  return done;
+}
+
+bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
   const ActivationState from = a.state();
   if (stopping_.load(std::memory_order_seq_cst) ||
-      (from != ActivationState::InCall && from != ActivationState::User))
+      (from != ActivationState::InCall && from != ActivationState::User) ||
+      (!from_monitor && from != ActivationState::User))
     return true;
+  // The processor, read once, before the CAS: after it, `a` may be held and
+  // handed another processor (wait_for_processor stores a.vproc).
+  const int vp = a.vproc.load(std::memory_order_relaxed);
   Activation* s = take_spare();
-  if (!s && from == ActivationState::InCall) {
+  if (!s && from == ActivationState::InCall && from_monitor) {
     // No spare: a held activation is as good a taker as a spare.
     if (Activation* h = take_held()) {
       if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
@@ -190,8 +206,8 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
         n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
         return true;
       }
-      handler_.processor_taken(a.vproc.load(std::memory_order_relaxed), a);
-      give_processor(*h, a.vproc.load(std::memory_order_relaxed));
+      handler_.processor_taken(vp, a);
+      give_processor(*h, vp);
       return true;
     }
   }
@@ -222,20 +238,39 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns) noexcept {
     // not: the activation may be running again by then.
     return from != ActivationState::InCall;
   }
-  a.signalled.store(false, std::memory_order_relaxed);
-  a.woke_at_ns.store(0, std::memory_order_relaxed);
-  a.exhausted_counted.store(false, std::memory_order_relaxed);
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
+  const bool was_signalled = a.signalled.load(std::memory_order_relaxed);
+  a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
+    a.taken_recorded.store(true, std::memory_order_release);
     return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
   }
-  handler_.processor_taken(a.vproc.load(std::memory_order_relaxed), a);
+  // Ours now: a concurrent handoff's CAS failed. Reset the Lost bookkeeping
+  // only after the CAS, so a loser cannot clear what the winner set.
+  a.woke_at_ns.store(0, std::memory_order_relaxed);
+  a.exhausted_counted.store(false, std::memory_order_relaxed);
+  handler_.processor_taken(vp, a);
+  // release: what processor_taken recorded, before a held `a` reads it.
+  a.taken_recorded.store(true, std::memory_order_release);
+  if (to == ActivationState::Lost) {
+    // `signalled` is cleared when an activation holds, so set here it means
+    // a signal came while `a` was still User (resume_faulted) and did
+    // nothing. Then, or if `a` runs already (a stale record), nobody else
+    // will signal it: do it now. Otherwise the monitor (switch-in record)
+    // or resume_faulted signals it when it wakes.
+    if (was_signalled || a.cpu_state() == CpuState::Running) {
+      a.signalled.store(true, std::memory_order_relaxed);
+      ::syscall(SYS_tgkill, ::getpid(), a.tid(), kHoldSignal());
+    } else {
+      a.signalled.store(false, std::memory_order_relaxed);
+    }
+  }
   s->takes_over = &a;
   s->blocked_at_ns = blocked_at_ns;
   s->takes_over_call = to == ActivationState::Blocked;
   // release: takes_over and blocked_at_ns before the job.
-  s->job.store(make_job(kTakeOver, a.vproc.load(std::memory_order_relaxed)), std::memory_order_release);
+  s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
   futex_wake(s->job, 1);
   // Keep one spare ready for the next block, off the critical path.
   std::lock_guard g(lock_);
@@ -265,6 +300,8 @@ void on_hold_signal(int) {
   Activation* a = Activation::current();
   if (a && a->state() == ActivationState::Lost && a->shim->hold(*a))
     a->set_state(ActivationState::Held, ActivationState::User);
+  else if (a)
+    a->signalled.store(false, std::memory_order_relaxed);  // nothing to hold for (handoff reads it)
   errno = saved;
 }
 
@@ -365,6 +402,7 @@ void Shim::to_user() noexcept {
 
 bool Shim::hold(Activation& a) noexcept {
   if (!a.try_state(ActivationState::Lost, ActivationState::Held)) return false;
+  a.signalled.store(false, std::memory_order_relaxed);  // consumed (handoff reads it)
   n_held_.fetch_add(1, std::memory_order_relaxed);
   if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed)) record(held_buckets_, woke);
   {
@@ -395,7 +433,8 @@ bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
   if (!a || a->state() != ActivationState::User || a->cpu_state() != CpuState::Sleeping) return false;
   // The same path as the monitor's (they may race: one CAS User -> Lost
   // wins, the other gives its spare back).
-  return handoff(*a, at_ns) && a->state() == ActivationState::Lost;
+  // handoff() returns true also when the monitor is on it: report only ours.
+  return handoff(*a, at_ns, /*from_monitor=*/false) && a->state() == ActivationState::Lost;
 }
 
 bool Shim::resume_faulted(int tid) noexcept {
@@ -406,7 +445,9 @@ bool Shim::resume_faulted(int tid) noexcept {
     // The held window is measured from here: the resolved fault runs no
     // user instruction before the handler holds it.
     a->woke_at_ns.store(now_ns(), std::memory_order_relaxed);
-    a->signalled.store(true, std::memory_order_relaxed);  // the monitor need not signal it again
+    // The monitor need not signal it again; not Lost yet, a handoff that
+    // makes it Lost after this sees the flag and signals it (handoff).
+    a->signalled.store(true, std::memory_order_relaxed);
     ::syscall(SYS_tgkill, ::getpid(), tid, kHoldSignal());
     return true;
   }
@@ -429,6 +470,17 @@ bool Shim::donate(Activation& holder) noexcept {
   if (::sched_setaffinity(holder.tid(), sizeof set, &set) != 0) {
     end_donation(holder);
     return false;
+  }
+  // The holder may have unlocked and re-pinned itself between our store and
+  // our sched_setaffinity: then the flag is gone and the pin above is ours
+  // to undo.
+  if (!holder.donated.load(std::memory_order_seq_cst)) {
+    const int own = cpu_of(holder.vproc.load(std::memory_order_relaxed));
+    if (own >= 0) {
+      CPU_ZERO(&set);
+      CPU_SET(own, &set);
+      ::sched_setaffinity(holder.tid(), sizeof set, &set);
+    }
   }
   n_donations_.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -461,6 +513,8 @@ int Shim::wait_for_processor(Activation& a) noexcept {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
     if (kind_of(job) == kResume) {
+      // acquire: pairs with handoff's release after processor_taken.
+      while (!a.taken_recorded.load(std::memory_order_acquire)) ::sched_yield();
       const int vp = vp_of(job);
       a.vproc.store(vp, std::memory_order_relaxed);
       a.pin(cpu_of(vp));

@@ -141,6 +141,11 @@ class Spinlock {
   void wait_for_holder(shim::Activation* h, shim::CpuState state) noexcept;
 
   std::atomic<uint32_t> state_{0};
+  // Written by the holder only (relaxed): hints for waiters and
+  // diagnostics. A stale holder costs a waiter one needless park or a few
+  // more spins, never a missed wake-up (parking goes through state_), and
+  // Activation objects live until the runtime stops, so a stale pointer is
+  // still safe to read.
   std::atomic<FiberId> holder_{0};
   std::atomic<shim::Activation*> holder_activation_{nullptr};
   detail::SpinLock lock_;     // guards waiters_

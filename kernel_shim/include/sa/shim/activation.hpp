@@ -119,6 +119,14 @@ class Activation {
   // was signalled already.
   std::atomic<int64_t> woke_at_ns{0};
   std::atomic<bool> signalled{false};
+  // Set (release) once the shim has recorded user_fiber / loop_context for
+  // a handoff that made this activation Lost or Blocked; a held one waits
+  // for it before reading them (wait_for_processor), since the handing
+  // thread may be preempted between its CAS and that record.
+  std::atomic<bool> taken_recorded{true};
+  // Set while one Shim::handoff works on this activation (the monitor and
+  // Shim::fault_seen may both try): handoffs of one activation never overlap.
+  std::atomic<bool> in_handoff{false};
   // Opaque to the shim: the runtime's fiber and scheduler context of this
   // activation, recorded when its processor is taken (for handing it back).
   void* user_fiber = nullptr;

@@ -287,7 +287,9 @@ class Shim {
   // handoff() gives the processor of InCall activation `a` to a spare
   // (protocol steps 3-4); `blocked_at_ns` is when it blocked. Returns false
   // if no spare is free yet but one is starting: call again soon.
-  bool handoff(Activation& a, int64_t blocked_at_ns) noexcept;
+  // `from_monitor` false (Shim::fault_seen): only a User activation, only
+  // to a spare (the held-taker branch would make the caller Leaving).
+  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true) noexcept;
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -302,6 +304,7 @@ class Shim {
   static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
+  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
   Activation* take_spare() noexcept;
   void return_spare(Activation& a) noexcept;
