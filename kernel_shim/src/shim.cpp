@@ -72,7 +72,7 @@ Activation* Shim::start_activation(uint32_t job) {
 }
 
 void Shim::start() {
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   install_safe_point_handler();
   if (options_.activations) {
     install_hold_handler();
@@ -87,7 +87,7 @@ void Shim::start() {
 void Shim::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
   {
-    std::lock_guard g(lock_);
+    PoolLock g(lock_);
     for (auto& a : all_) {
       a->job.store(kExit, std::memory_order_release);
       futex_wake(a->job, 1);
@@ -97,17 +97,19 @@ void Shim::stop() noexcept {
   for (size_t i = 0;; ++i) {
     Activation* a = nullptr;
     {
-      std::lock_guard g(lock_);
+      PoolLock g(lock_);
       if (i >= all_.size()) break;
       a = all_[i].get();
     }
     a->join();
   }
   monitor_.reset();
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   all_.clear();
   spares_ = nullptr;
-  held_head_ = held_tail_ = nullptr;
+  std::lock_guard h(held_lock_);
+  held_incoming_.store(nullptr, std::memory_order_relaxed);
+  held_head_ = nullptr;
 }
 
 void Shim::run(Activation& a) noexcept {
@@ -160,7 +162,7 @@ void Shim::run(Activation& a) noexcept {
 }
 
 Activation* Shim::take_spare() noexcept {
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   if (Activation* s = spares_) {
     spares_ = s->next_spare;
     s->next_spare = nullptr;
@@ -170,7 +172,7 @@ Activation* Shim::take_spare() noexcept {
 }
 
 void Shim::return_spare(Activation& a) noexcept {
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   a.next_spare = spares_;
   spares_ = &a;
 }
@@ -196,23 +198,21 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   const int vp = a.vproc.load(std::memory_order_relaxed);
   Activation* s = take_spare();
   if (!s && from == ActivationState::InCall && from_monitor) {
-    // No spare: a held activation is as good a taker as a spare.
-    if (Activation* h = take_held()) {
-      if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) {
-        std::lock_guard g(lock_);
-        h->next_held = held_head_;  // back to the front, where it was
-        held_head_ = h;
-        if (!held_tail_) held_tail_ = h;
-        n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
-        return true;
-      }
+    // No spare: a held activation is as good a taker as a spare. It leaves
+    // the queue only once `a` is ours: a VProc that saw it queued must not
+    // go idle on an empty queue meanwhile.
+    std::unique_lock g(held_lock_);
+    if (Activation* h = held_front()) {
+      if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) return true;
+      pop_held();
+      g.unlock();
       handler_.processor_taken(vp, a);
       give_processor(*h, vp);
       return true;
     }
   }
   if (!s) {
-    std::lock_guard g(lock_);
+    PoolLock g(lock_);
     if (static_cast<int>(all_.size()) < options_.max_activations) {
       // Grow the pool; the new activation announces itself by joining it.
       if (starting_.load(std::memory_order_relaxed) == 0) {
@@ -273,7 +273,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
   futex_wake(s->job, 1);
   // Keep one spare ready for the next block, off the critical path.
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
       static_cast<int>(all_.size()) < options_.max_activations) {
     try {
@@ -314,7 +314,7 @@ void on_safe_point_signal(int) {
 int Shim::kSafePointSignal() noexcept { return SIGRTMIN + 8; }
 
 void Shim::request_safe_point(int vp) noexcept {
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   for (const auto& a : all_) {
     const ActivationState st = a->state();
     if (a->vproc.load(std::memory_order_relaxed) != vp || a->tid() == 0) continue;
@@ -405,14 +405,11 @@ bool Shim::hold(Activation& a) noexcept {
   a.signalled.store(false, std::memory_order_relaxed);  // consumed (handoff reads it)
   n_held_.fetch_add(1, std::memory_order_relaxed);
   if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed)) record(held_buckets_, woke);
-  {
-    std::lock_guard g(lock_);
-    a.next_held = nullptr;
-    if (held_tail_) held_tail_->next_held = &a;
-    else held_head_ = &a;
-    held_tail_ = &a;
-    n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
-  }
+  // release: our link before the push is seen (held_front's acquire).
+  Activation* top = held_incoming_.load(std::memory_order_relaxed);
+  do a.next_held = top;
+  while (!held_incoming_.compare_exchange_weak(top, &a, std::memory_order_release, std::memory_order_relaxed));
+  n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
   if (monitor_) monitor_->call_started();  // it may give us a blocked activation's processor
   handler_.activation_held(a);
   return true;
@@ -420,9 +417,10 @@ bool Shim::hold(Activation& a) noexcept {
 
 bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
   if (!options_.activations || tid <= 0) return false;
+  const Section section;  // a pager's fiber must not be held in a handoff
   Activation* a = nullptr;
   {
-    std::lock_guard g(lock_);
+    PoolLock g(lock_);
     for (const auto& x : all_)
       if (x->tid() == tid) {
         a = x.get();
@@ -439,7 +437,7 @@ bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
 
 bool Shim::resume_faulted(int tid) noexcept {
   if (!options_.activations || tid <= 0) return false;
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   for (const auto& a : all_) {
     if (a->tid() != tid) continue;
     // The held window is measured from here: the resolved fault runs no
@@ -498,20 +496,41 @@ void Shim::end_donation(Activation& a) noexcept {
 
 Activation* Shim::take_held() noexcept {
   if (!has_held()) return nullptr;
-  std::lock_guard g(lock_);
+  std::lock_guard g(held_lock_);
+  Activation* a = held_front();
+  if (a) pop_held();
+  return a;
+}
+
+Activation* Shim::held_front() noexcept {
+  if (!held_head_) {
+    // Every pushed activation is newer than the FIFO's, which is empty:
+    // the stack, reversed (it is newest first), is the FIFO. acquire: the
+    // pushers' links.
+    Activation* fifo = nullptr;
+    for (Activation* a = held_incoming_.exchange(nullptr, std::memory_order_acquire); a;) {
+      Activation* next = a->next_held;
+      a->next_held = fifo;
+      fifo = a;
+      a = next;
+    }
+    held_head_ = fifo;
+  }
+  return held_head_;
+}
+
+void Shim::pop_held() noexcept {
   Activation* a = held_head_;
-  if (!a) return nullptr;
   held_head_ = a->next_held;
-  if (!held_head_) held_tail_ = nullptr;
   a->next_held = nullptr;
   n_waiting_held_.fetch_sub(1, std::memory_order_seq_cst);
-  return a;
 }
 
 int Shim::wait_for_processor(Activation& a) noexcept {
   for (;;) {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
+    if (kind_of(job) == kExit) return -1;
     if (kind_of(job) == kResume) {
       // acquire: pairs with handoff's release after processor_taken.
       while (!a.taken_recorded.load(std::memory_order_acquire)) ::sched_yield();
@@ -596,7 +615,7 @@ ShimStats Shim::stats() const {
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
-  std::lock_guard g(lock_);
+  PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {
     const ActivationState st = a->state();

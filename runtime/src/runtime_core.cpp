@@ -14,8 +14,28 @@
 namespace sa::detail {
 
 namespace {
+
 void install_overflow_handler();
+
+// write_str() and write_u64() write to stderr from a signal handler.
+void write_str(const char* s) noexcept {
+  size_t n = 0;
+  while (s[n]) ++n;
+  [[maybe_unused]] auto r = ::write(2, s, n);
 }
+
+void write_u64(uint64_t v) noexcept {
+  char buf[24];
+  int i = sizeof buf;
+  buf[--i] = '\0';
+  do {
+    buf[--i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v && i > 0);
+  write_str(buf + i);
+}
+
+}  // namespace
 
 RuntimeCore::RuntimeCore(const Options& options) {
   shim::Topology topo = shim::Topology::discover();
@@ -98,7 +118,14 @@ void RuntimeCore::activation_blocked(int vp, shim::Activation&) noexcept {
 void RuntimeCore::activation_held(shim::Activation& a) noexcept {
   set_current_vproc(nullptr);  // our old VProc is another activation's
   wake_idle();                 // a sleeping VProc comes to hand itself over
-  VProc& v = vproc(shim_->wait_for_processor(a));
+  const int vp = shim_->wait_for_processor(a);
+  if (vp < 0) {  // in a signal handler, perhaps: no stdio
+    write_str("sa: the runtime stopped while fiber ");
+    if (const auto* f = static_cast<const FiberCtl*>(a.user_fiber)) write_u64(f->id);
+    write_str(" was held after a block in the kernel; it can never run again\n");
+    std::abort();
+  }
+  VProc& v = vproc(vp);
   // Nobody else runs `v` now (its activation left it, or is blocked in a
   // call): resume our fiber on it, with our own loop context.
   v.current = static_cast<FiberCtl*>(a.user_fiber);
@@ -242,23 +269,6 @@ void RuntimeCore::stop() noexcept {
 namespace {
 
 struct sigaction g_previous_segv;
-
-void write_str(const char* s) noexcept {
-  size_t n = 0;
-  while (s[n]) ++n;
-  [[maybe_unused]] auto r = ::write(2, s, n);
-}
-
-void write_u64(uint64_t v) noexcept {
-  char buf[24];
-  int i = sizeof buf;
-  buf[--i] = '\0';
-  do {
-    buf[--i] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v && i > 0);
-  write_str(buf + i);
-}
 
 void on_segv(int sig, siginfo_t* info, void* uctx) {
   VProc* vp = current_vproc();

@@ -126,6 +126,33 @@ TEST_CASE("a held activation keeps computing only once it has a processor again"
   CHECK(sa_test::fiber_failures() == 0);
 }
 
+TEST_CASE("an activation held while its fiber is inside the shim's own lock does not deadlock") {
+  // The hold signal arrives just after a raw sleep ends, while the fiber is
+  // most likely in rt.stats(), which takes the shim's pool lock: holding
+  // must take no lock that interrupted code may hold, and the held one must
+  // get a processor without that lock.
+  sa_test::Watchdog wd{30s, "held inside the shim's lock"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  std::atomic<uint64_t> reads{0};
+  rt.run([&] {
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 4; ++i)
+      fibers.push_back(sa::spawn([&] {
+        const auto until = std::chrono::steady_clock::now() + 1500ms;
+        while (std::chrono::steady_clock::now() < until) {
+          timespec ts{0, 100'000};
+          ::nanosleep(&ts, nullptr);
+          for (int k = 0; k < 50; ++k) reads.fetch_add(rt.stats().shim.activations_started > 0);
+        }
+      }));
+    for (auto& f : fibers) f.join();
+  });
+  auto s = rt.stats().shim;
+  INFO("held " << s.held << ", stats read " << reads.load() << " times");
+  CHECK(s.held >= 1);
+  CHECK(reads > 0);
+}
+
 TEST_CASE("CPU-hog processes preempting the activations are reported as processor_preempted") {
   sa_test::Watchdog wd{30s, "preemption notices"};
   constexpr int kHogs = 2;

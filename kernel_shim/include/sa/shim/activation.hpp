@@ -108,7 +108,8 @@ class Activation {
   std::atomic<int64_t> call_started_ns{0};
   // Intrusive link in the shim's spare pool (guarded by the pool lock).
   Activation* next_spare = nullptr;
-  // Intrusive link in the shim's held FIFO (guarded by the pool lock).
+  // Intrusive link in the shim's held queue: its lock-free incoming stack
+  // (written by hold(), in a signal handler) or its FIFO (held-queue lock).
   Activation* next_held = nullptr;
   // For a TakeOver job: whose processor this spare takes, and since when it
   // was blocked (steady_clock ns); written before the job (release).

@@ -232,7 +232,8 @@ class Shim {
   static void to_user() noexcept;
 
   // wait_for_processor() parks the Held calling activation `a` until
-  // give_processor(); returns the processor. Blocks the kernel thread.
+  // give_processor(); returns the processor, or -1 if the shim stops first
+  // (the held code can never continue). Blocks the kernel thread.
   int wait_for_processor(Activation& a) noexcept;
   // give_processor() hands processor `vp` to Held activation `a` (taken with
   // take_held()). Called by the activation running `vp`, which becomes
@@ -242,7 +243,8 @@ class Shim {
   // hold() holds Lost activation `a` (the caller); false if it was not Lost.
   bool hold(Activation& a) noexcept;
   // take_held() removes and returns the longest-held activation, or null;
-  // the caller then give_processor()s it. Never blocks.
+  // the caller then give_processor()s it. Waits only for the held-queue
+  // lock, which no User activation holds.
   Activation* take_held() noexcept;
   // resume_faulted() resumes activation `tid`, asleep in a page fault that
   // its pager resolved without waking it (UFFDIO_COPY_MODE_DONTWAKE): a
@@ -293,11 +295,37 @@ class Shim {
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
-    std::lock_guard g(lock_);
+    PoolLock g(lock_);
     for (const auto& a : all_) f(*a);
   }
 
  private:
+  // PoolLock holds lock_ as runtime code (enter_runtime). A fiber's own
+  // code (User) that blocked while holding it would be made Lost and then
+  // held with it (step 7); the fibers on the other VProcs, waiting for it in
+  // the kernel, would keep their processors, and no VProc would be left to
+  // hand the held one a processor. Runtime code is never handed off.
+  class Section {  // runtime code, like the runtime's RuntimeSection
+   public:
+    Section() noexcept : entered_(enter_runtime()) {}
+    ~Section() {
+      if (entered_) leave_runtime();
+    }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
+
+   private:
+    bool entered_;
+  };
+  class PoolLock {
+   public:
+    explicit PoolLock(std::mutex& m) noexcept : lock_(m) {}
+
+   private:
+    Section section_;  // declared first: entered before the lock, left after
+    std::lock_guard<std::mutex> lock_;
+  };
+
   enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4 };
   static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 3; }
   static JobKind kind_of(uint32_t job) noexcept { return static_cast<JobKind>(job & 7); }
@@ -307,6 +335,8 @@ class Shim {
   bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
   Activation* take_spare() noexcept;
+  Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
+  void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
   void record_handoff(int64_t blocked_at_ns, bool call) noexcept;
   static void install_hold_handler();
@@ -324,11 +354,17 @@ class Shim {
   mutable std::mutex lock_;                   // guards all_, spares_
   std::vector<std::unique_ptr<Activation>> all_;
   Activation* spares_ = nullptr;              // intrusive stack (Activation::next_spare)
-  // Held activations waiting for a processor: an intrusive FIFO through
-  // Activation::next_held, so hold() allocates nothing (it runs in a signal
-  // handler that may have interrupted malloc).
-  Activation* held_head_ = nullptr;
-  Activation* held_tail_ = nullptr;
+  // Held activations waiting for a processor, linked through
+  // Activation::next_held. hold() runs in a signal handler that may have
+  // interrupted malloc or a holder of lock_, so it allocates nothing and
+  // takes no lock: it pushes onto held_incoming_ (a Treiber stack; a push
+  // alone has no ABA problem). Takers, always runtime code or the monitor
+  // (never a User activation, so never a hold() caller's interrupted code),
+  // move the stack, in push order, to the FIFO under held_lock_ when it is
+  // empty, and take from its head.
+  std::atomic<Activation*> held_incoming_{nullptr};
+  std::mutex held_lock_;
+  Activation* held_head_ = nullptr;           // the FIFO, guarded by held_lock_
   std::atomic<int> n_waiting_held_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> starting_{0};             // started, not yet in the pool
