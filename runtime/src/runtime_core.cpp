@@ -2,6 +2,7 @@
 
 #include <sa/detail/runtime_core.hpp>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include <sa/blocking.hpp>
 #include <sa/runtime.hpp>
 
 namespace sa::detail {
@@ -187,13 +189,23 @@ bool blocking_enter() noexcept {
   return true;
 }
 
-void blocking_exit() noexcept {
+namespace {
+
+// set_errno() is out of line: glibc's __errno_location() is a const
+// function, so a caller may reuse the address it got before it moved to
+// another kernel thread.
+[[gnu::noinline]] void set_errno(int e) noexcept { errno = e; }
+
+}  // namespace
+
+void blocking_exit(int call_errno) noexcept {
   if (--tl_call_depth > 0) return;
   // The thread-locals are this activation's: read them before exit_call(),
   // after which the fiber may be running on another activation.
   const bool entered = tl_call_entered;
   tl_call_shim->exit_call();
   if (entered) shim::Shim::leave_runtime();  // Running -> User, on whichever activation we are
+  set_errno(call_errno);
 }
 
 void RuntimeCore::start(FiberCtl* f) noexcept {

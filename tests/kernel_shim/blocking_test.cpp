@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <csignal>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <time.h>
@@ -341,6 +342,40 @@ TEST_CASE("quick calls through sa::blocking take the fast path") {
   auto s = rt.stats().shim;
   CHECK(s.blocking_calls >= 10'000);
   CHECK(s.activation_blocked <= 10);  // getppid does not block; a rare preemption-free switch at most
+}
+
+// errno_now() reads errno afresh: code that used errno before a call that
+// moved it to another kernel thread may reuse the old thread's errno
+// address (glibc's __errno_location is a const function; blocking.hpp).
+[[gnu::noinline]] int errno_now() { return errno; }
+
+TEST_CASE("errno set in sa::blocking survives the fiber's move to another kernel thread") {
+  sa_test::Watchdog wd{30s, "errno across sa::blocking"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  std::atomic<int> moved{0}, right{0};
+  constexpr int kFibers = 6, kCalls = 5;
+  rt.run([&] {
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < kFibers; ++i)
+      fibers.push_back(sa::spawn([&] {
+        for (int k = 0; k < kCalls; ++k) {
+          const long tid = ::syscall(SYS_gettid);
+          const int r = sa::blocking([] {
+            timespec ts{0, 10'000'000};
+            ::nanosleep(&ts, nullptr);  // long enough to lose the VProc
+            errno = ENOTRECOVERABLE;    // nothing in the runtime sets this one
+            return -1;
+          });
+          const int e = errno_now();
+          moved += ::syscall(SYS_gettid) != tid;
+          right += r == -1 && e == ENOTRECOVERABLE;
+        }
+      }));
+    for (auto& f : fibers) f.join();
+  });
+  INFO(moved.load() << " of " << kFibers * kCalls << " calls came back on another kernel thread");
+  CHECK(moved > 0);  // else this test tests nothing
+  CHECK(right == kFibers * kCalls);
 }
 
 TEST_CASE("an exhausted activation pool degrades, warns once, and still completes") {

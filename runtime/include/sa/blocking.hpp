@@ -7,8 +7,14 @@
 // CAS each way; if the kernel blocks it, the shim hands the VProc to a spare
 // activation, so the other fibers keep running; when it returns, the fiber
 // goes back to a ready queue (any VProc) and the activation to the pool.
+// errno after it is f's, on whichever kernel thread the fiber continues.
+// One caveat, as with any runtime that moves fibers between threads: glibc
+// declares __errno_location() const, so a function that used errno before
+// the call may read the old thread's copy after it. Read errno inside f, or
+// in a function that did not touch it before.
 // With ShimMode::off, or outside a fiber, it just calls f.
 
+#include <cerrno>
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -18,7 +24,9 @@ namespace sa {
 
 namespace detail {
 bool blocking_enter() noexcept;
-void blocking_exit() noexcept;
+// blocking_exit() sets errno to `call_errno` on the thread the fiber runs
+// on afterwards (the call's errno is the old thread's).
+void blocking_exit(int call_errno) noexcept;
 }  // namespace detail
 
 // blocking() returns f()'s result and rethrows what it threw. It may block
@@ -37,7 +45,7 @@ decltype(auto) blocking(F&& f) {
     } catch (...) {
       error = std::current_exception();
     }
-    if (entered) detail::blocking_exit();
+    if (entered) detail::blocking_exit(errno);
     if (error) std::rethrow_exception(error);
   } else {
     static_assert(!std::is_reference_v<R>, "sa::blocking: return a value, not a reference");
@@ -47,7 +55,7 @@ decltype(auto) blocking(F&& f) {
     } catch (...) {
       error = std::current_exception();
     }
-    if (entered) detail::blocking_exit();
+    if (entered) detail::blocking_exit(errno);
     if (error) std::rethrow_exception(error);
     return R(std::move(*result));
   }

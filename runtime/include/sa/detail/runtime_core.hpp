@@ -140,10 +140,9 @@ void ready(FiberCtl* f, bool run_next = true) noexcept;
 // fiber it blocks the fiber only; outside the runtime it blocks the thread.
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 
-// blocking_enter() / blocking_exit() bracket a call that may block the
-// kernel thread (sa::blocking). Outside ShimMode::on they cost a branch.
-bool blocking_enter() noexcept;
-void blocking_exit() noexcept;
+// blocking_enter() / blocking_exit() (declared in <sa/blocking.hpp>)
+// bracket a call that may block the kernel thread. Outside ShimMode::on
+// they cost a branch.
 
 // yield() lets the other ready fibers of this VProc run; outside the
 // runtime it yields the thread.
