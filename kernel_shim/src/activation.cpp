@@ -103,14 +103,13 @@ bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
 }
 
 void Activation::pin(int cpu) noexcept {
-  if (cpu < 0 || pinned_cpu_.load(std::memory_order_relaxed) == cpu) return;
+  if (cpu < 0) return;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   // Failure (a cpuset changed under us) leaves the thread where it was,
   // which is slower but correct.
-  if (::pthread_setaffinity_np(::pthread_self(), sizeof set, &set) == 0)
-    pinned_cpu_.store(cpu, std::memory_order_relaxed);
+  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
 }
 
 void Activation::main() {

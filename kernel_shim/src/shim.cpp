@@ -460,7 +460,6 @@ bool Shim::donate(Activation& holder) noexcept {
   // seq_cst: the flag is set before the holder's unlock can look for it
   // (the holder's unlock exchange and its load of `donated` are seq_cst).
   holder.donated.store(true, std::memory_order_seq_cst);
-  holder.unpinned();  // its next pin() must not trust where it thinks it is
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);

@@ -79,12 +79,8 @@ class Activation {
   // try_state() moves from `from` to `to` if it is in `from`; one CAS.
   bool try_state(ActivationState from, ActivationState to) noexcept;
 
-  // pin() binds the calling activation (must be this one) to `cpu` (-1: no-op);
-  // no system call if it is bound there already.
+  // pin() binds the calling activation (must be this one) to `cpu` (-1: no-op).
   void pin(int cpu) noexcept;
-  // unpinned() forgets where pin() bound it: another thread changes its
-  // affinity (Shim::donate).
-  void unpinned() noexcept { pinned_cpu_.store(-1, std::memory_order_relaxed); }
 
   // join() waits for the thread to exit; blocks the kernel thread.
   void join() noexcept;
@@ -157,7 +153,6 @@ class Activation {
   std::function<void(Activation&)> body_;
   std::atomic<ActivationState> state_{ActivationState::Starting};
   std::atomic<int> tid_{0};
-  std::atomic<int> pinned_cpu_{-1};  // where pin() last bound it, -1: unknown
   std::unique_ptr<RunStateWord> run_state_owner_;
   std::atomic<const RunStateWord*> run_state_{nullptr};
   std::thread thread_;
