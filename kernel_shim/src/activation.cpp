@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 #include <system_error>
 
@@ -118,6 +119,11 @@ void Activation::main() {
   char name[16];
   std::snprintf(name, sizeof name, "sa-act%d", id_);
   ::pthread_setname_np(::pthread_self(), name);
+  // The runtime's timers (sleep_for, deadlines) end in this thread's futex
+  // and io_uring waits; the kernel's default 50 µs slack made every one of
+  // them about 50 µs late (sleep_for(50 µs) took 120 µs at p50, 64 µs with
+  // this).
+  ::prctl(PR_SET_TIMERSLACK, kTimerSlackNs);
   AltStack alt;
   body_(*this);
   state_.store(ActivationState::Exited, std::memory_order_release);

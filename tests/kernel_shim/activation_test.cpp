@@ -1,10 +1,11 @@
-// kernel_shim: activations start pinned, run processor_added, park idle
+// kernel_shim: activations start pinned (timer slack 1 µs), run processor_added, park idle
 // processors on a futex and wake them; the shim's stats count them.
 
 #include <catch2/catch.hpp>
 
 #include <sa/shim/shim.hpp>
 #include <sched.h>
+#include <sys/prctl.h>
 
 #include <atomic>
 #include <chrono>
@@ -25,6 +26,8 @@ struct Recorder final : sa::shim::UpcallHandler {
     auto* a = sa::shim::Activation::current();
     if (!a || a->vproc.load() != vp || a->state() != sa::shim::ActivationState::Running) ++mismatch;
     if (shim->cpu_of(vp) >= 0 && sched_getcpu() != shim->cpu_of(vp)) ++mismatch;
+    // Timers end in this thread's waits: it must not add the default slack.
+    if (::prctl(PR_GET_TIMERSLACK) != static_cast<int>(sa::shim::Activation::kTimerSlackNs)) ++mismatch;
     if (vp == 0) {
       // Park until the test changes the word and wakes us.
       while (word.load() == 1) shim->this_processor_is_idle(0, word, 1, sa::shim::Clock::time_point::max());

@@ -60,6 +60,9 @@ const char* to_string(ActivationState s) noexcept;
 
 class Activation {
  public:
+  // Timer slack of every activation thread (PR_SET_TIMERSLACK), in ns.
+  static constexpr unsigned long kTimerSlackNs = 1000;
+
   // Starts a kernel thread that installs an alternate signal stack (stack
   // overflow reports run on it) and calls body(). Throws std::system_error
   // when the thread cannot be created.
