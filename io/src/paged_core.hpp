@@ -141,8 +141,11 @@ class PagedCore {
   std::size_t budget_ = 0;
   RuntimeCore& rt_;
   shim::Shim& shim_;
-  Mapping map_;
+  // uffd_ before map_: the mapping goes first, so an access racing the
+  // destructor faults on unmapped memory (SIGSEGV) instead of finding the
+  // range unregistered and reading a zero page.
   shim::Userfaultfd uffd_;
+  Mapping map_;
   bool wp_ = false;
   Fd stop_fd_;   // eventfd: written once to stop the server(s)
   Fd epoll_fd_;  // {uffd, stop_fd}: one pollable fd for the fiber server

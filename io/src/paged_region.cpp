@@ -114,9 +114,9 @@ PagedCore::PagedCore(RuntimeCore& rt, PagedRegionOptions options)
       budget_(opt_.resident_pages),
       rt_(rt),
       shim_(rt.shim()),
-      map_(opt_.size),
       uffd_(UFFD_FEATURE_THREAD_ID | (opt_.writeback ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0),
             shim::Userfaultfd::kFeaturePoison),
+      map_(opt_.size),
       meta_(opt_.size / opt_.page_size) {
   if (opt_.name.empty()) {
     char buf[48];
