@@ -145,7 +145,6 @@ bool RuntimeCore::hand_to_held(VProc& v) noexcept {
 
 namespace {
 
-thread_local int tl_call_depth = 0;
 thread_local FiberCtl* tl_call_fiber = nullptr;
 thread_local shim::Shim* tl_call_shim = nullptr;
 thread_local bool tl_call_entered = false;  // blocking_enter moved us User -> Running
@@ -206,6 +205,22 @@ void blocking_exit(int call_errno) noexcept {
   tl_call_shim->exit_call();
   if (entered) shim::Shim::leave_runtime();  // Running -> User, on whichever activation we are
   set_errno(call_errno);
+}
+
+int call_pause() noexcept {
+  const int depth = tl_call_depth;
+  if (depth == 0 || tl_critical_depth > 0) return 0;  // (a section inside an sa::Spinlock: the call is unannounced)
+  const int e = errno;
+  tl_call_depth = 1;  // end the whole announcement, nested calls too
+  blocking_exit(e);
+  return depth;
+}
+
+void call_resume(int depth) noexcept {
+  if (depth == 0) return;
+  const int e = errno;
+  if (blocking_enter()) tl_call_depth = depth;
+  set_errno(e);
 }
 
 void RuntimeCore::start(FiberCtl* f) noexcept {

@@ -378,6 +378,36 @@ TEST_CASE("errno set in sa::blocking survives the fiber's move to another kernel
   CHECK(right == kFibers * kCalls);
 }
 
+TEST_CASE("a fiber that parks or yields inside sa::blocking pauses the call; its VProc runs other fibers") {
+  sa_test::Watchdog wd{30s, "parking inside sa::blocking"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  rt.run([] {
+    sa::Mutex m;
+    std::atomic<int> others{0};
+    std::unique_lock held(m);
+    // Bound to VProc 0 with the others, so they can only run while it waits.
+    sa::Fiber caller = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      const int r = sa::blocking([&] {
+        timespec ts{0, 5'000'000};
+        ::nanosleep(&ts, nullptr);       // loses the VProc: the pause moves the fiber
+        sa::this_fiber::sleep_for(5ms);  // parks with a deadline
+        sa::this_fiber::yield();
+        std::lock_guard g(m);        // parks until main unlocks
+        ::nanosleep(&ts, nullptr);  // and blocks in the kernel, announced again
+        return 7;
+      });
+      SA_FIBER_CHECK(r == 7);
+    });
+    std::vector<sa::Fiber> fs;
+    for (int i = 0; i < 4; ++i) fs.push_back(sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { ++others; }));
+    for (auto& f : fs) f.join();
+    CHECK(others == 4);
+    held.unlock();
+    caller.join();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+}
+
 TEST_CASE("an exhausted activation pool degrades, warns once, and still completes") {
   auto r = sa_test::run_in_child(
       [] {

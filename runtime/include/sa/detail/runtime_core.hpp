@@ -86,16 +86,31 @@ class RuntimeCore final : public shim::UpcallHandler {
   std::atomic<uint32_t> wake_start_{0};
 };
 
+// A fiber whose callable enters the runtime (a Mutex, a sleep, sa::io) is
+// not in the kernel there, and if it parks its VProc runs other fibers,
+// which must not run as part of its call: RuntimeSection pauses the call.
+// call_pause() ends the announcement (the fiber may move, as at the call's
+// end) and returns its depth (tl_call_depth: nested calls, 0 outside any);
+// call_resume(depth) announces it again. Both keep errno.
+inline constinit thread_local int tl_call_depth = 0;
+int call_pause() noexcept;
+void call_resume(int depth) noexcept;
+
 // RuntimeSection: brackets runtime code run by a fiber (ShimMode::on), so
 // that the shim never hands the processor away in the middle of it; also
-// where a Lost activation holds (shim.hpp, steps 6-8).
+// where a Lost activation holds (shim.hpp, steps 6-8). A fiber inside
+// sa::blocking first pauses its call (above): before the runtime code takes
+// any lock, since ending the call may move the fiber to another activation.
 struct RuntimeSection {
-  RuntimeSection() noexcept : entered(shim::Shim::enter_runtime()) {}
+  RuntimeSection() noexcept
+      : paused_call(tl_call_depth > 0 ? call_pause() : 0), entered(shim::Shim::enter_runtime()) {}
   ~RuntimeSection() {
     if (entered) shim::Shim::leave_runtime();
+    if (paused_call) call_resume(paused_call);
   }
   RuntimeSection(const RuntimeSection&) = delete;
   RuntimeSection& operator=(const RuntimeSection&) = delete;
+  const int paused_call;
   const bool entered;
 };
 
@@ -143,6 +158,7 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 // blocking_enter() / blocking_exit() (declared in <sa/blocking.hpp>)
 // bracket a call that may block the kernel thread. Outside ShimMode::on
 // they cost a branch.
+//
 
 // yield() lets the other ready fibers of this VProc run; outside the
 // runtime it yields the thread.
