@@ -29,6 +29,16 @@ constexpr int64_t kSearchNs = 20'000;
 constexpr int64_t kSearchAloneNs = 3'000;
 // How long a searcher leaves other VProcs' `next` slots alone.
 constexpr int64_t kStealNextAfterNs = 3'000;
+// How long a VProc that ran out of work looks for more before it counts
+// itself a searcher (nsearching). The count only lets wakers skip a wake-up
+// (W2), and it is one line that every VProc writes twice per idle spell: two
+// CPUs handing bound fibers to each other (a request and its reply, bench
+// ping_pong) moved it across for every hand-off, and each usually finds its
+// fiber within this time. Uncounted, a VProc may cost a sleeper a needless
+// wake-up, never a lost one: the wake-up is the waker's to skip.
+constexpr int64_t kQuietSpinNs = 2'000;
+// A searcher reads the clock every kClockEvery-th turn.
+constexpr uint32_t kClockEvery = 8;
 
 }  // namespace
 
@@ -104,13 +114,8 @@ void VProc::loop() noexcept {
   }
 }
 
-FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
-  count(counters.fibers_run);
-  if (f->ctx) {
-    f->set_state(FiberState::Ready, FiberState::Running);
-    return f;
-  }
-  // First run: give the fiber a stack now.
+FiberCtl* VProc::first_run(FiberCtl* f) noexcept {
+  // Give the fiber a stack now.
   try {
     f->stack = stacks.get();
   } catch (...) {
@@ -129,6 +134,11 @@ FiberCtl* VProc::prepare(FiberCtl* f) noexcept {
   return f;
 }
 
+FiberCtl* VProc::pick_periodic() noexcept {
+  if (!timers.empty()) timers.fire_expired(now_ns());
+  return core.global.pop();
+}
+
 FiberCtl* VProc::pick_local() noexcept {
   // Revoked: go through the loop, which stands the VProc down. A held
   // activation waits for a processor: likewise, the loop hands this one
@@ -139,10 +149,7 @@ FiberCtl* VProc::pick_local() noexcept {
   for (;;) {
     FiberCtl* f = nullptr;
     const uint32_t tick = ++tick_;
-    if (tick % kGlobalEvery == 0) {
-      if (!timers.empty()) timers.fire_expired(now_ns());
-      f = core.global.pop();
-    }
+    if (tick % kGlobalEvery == 0) f = pick_periodic();
     if (!f) f = inbox.pop();
     if (!f) f = runq.pop(tick % kSkipNextEvery == 0);
     if (!f) return nullptr;
@@ -219,40 +226,48 @@ FiberCtl* VProc::find_runnable() noexcept {
     FiberCtl* f = inbox.pop();
     if (!f) f = runq.pop();
     if (!f) f = core.global.pop();
-    if (!f) {
-      if (!searching_) {
-        searching_ = true;
-        core.nsearching.fetch_add(1, std::memory_order_seq_cst);
-      }
-      const int64_t started = now_ns();
-      const int64_t until = started + kSearchNs;
-      bool take_next = false;
-      for (;;) {
-        if (p) poll_own(p);
-        if ((f = inbox.pop()) || (f = runq.pop()) || (f = steal(take_next)) || (f = core.global.pop())) break;
-        const int64_t now = now_ns();
-        // A fiber in another VProc's `next` slot was usually just woken by
-        // the fiber running there, which is about to park: give that VProc
-        // a moment to run it itself before taking it (Go's runqsteal waits
-        // 3 µs too), or two fibers talking would bounce between CPUs.
-        take_next = now - started >= kStealNextAfterNs;
-        if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
-            revoked.load(std::memory_order_relaxed))
-          break;
-        // Nobody runs fibers (every VProc searches or sleeps): stop soon.
-        if (now - started >= kSearchAloneNs &&
-            core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
-                core.size())
-          break;
-        SA_CPU_RELAX();
-      }
-    }
+    if (!f) f = search(p);
     if (f) {
       if ((f = take(f))) return f;
       continue;
     }
     if (timers.next_deadline() <= now_ns()) continue;
     sleep();
+  }
+}
+
+FiberCtl* VProc::search(Poller* p) noexcept {
+  const int64_t started = now_ns();
+  const int64_t until = started + kSearchNs;
+  bool take_next = false;
+  for (uint32_t turn = 1;; ++turn) {
+    if (p) poll_own(p);
+    FiberCtl* f = inbox.pop();
+    if (f || (f = runq.pop()) || (f = steal(take_next)) || (f = core.global.pop())) return f;
+    SA_CPU_RELAX();
+    // Reading the clock costs more than a turn's look at the queues (~35 ns
+    // here, a vDSO read of kvm-clock; it was a tenth of the bound
+    // ping_pong's profile): do it, and the checks of what ends a search, on
+    // every kClockEvery-th turn only.
+    if (turn % kClockEvery != 0) continue;
+    const int64_t now = now_ns();
+    if (!searching_ && now - started >= kQuietSpinNs) {
+      searching_ = true;
+      core.nsearching.fetch_add(1, std::memory_order_seq_cst);
+    }
+    // A fiber in another VProc's `next` slot was usually just woken by
+    // the fiber running there, which is about to park: give that VProc
+    // a moment to run it itself before taking it (Go's runqsteal waits
+    // 3 µs too), or two fibers talking would bounce between CPUs.
+    take_next = now - started >= kStealNextAfterNs;
+    if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
+        revoked.load(std::memory_order_relaxed))
+      return nullptr;
+    // Nobody runs fibers (every VProc searches or sleeps): stop soon.
+    if (now - started >= kSearchAloneNs &&
+        core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
+            core.size())
+      return nullptr;
   }
 }
 

@@ -104,3 +104,47 @@ TEST_CASE("sleeping VProcs wake for work spawned from outside") {
   }
   CHECK(rt.stats().total().idle_wakeups > 0);
 }
+
+TEST_CASE("fibers readied onto a VProc's inbox run in the order they were readied") {
+  sa_test::Watchdog wd{std::chrono::seconds(30), "inbox order"};
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    // Spawned from VProc 0 in a burst, the fibers bound to VProc 1 reach its
+    // inbox together; it must still run them oldest first.
+    sa::Fiber spawner = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
+      constexpr int kFibers = 200;
+      std::vector<int> order;
+      std::vector<sa::Fiber> fibers;
+      for (int i = 0; i < kFibers; ++i)
+        fibers.push_back(sa::spawn(sa::SpawnOptions{.vproc = 1}, [&order, i] { order.push_back(i); }));
+      for (auto& f : fibers) f.join();
+      SA_FIBER_CHECK(order.size() == kFibers);
+      for (int i = 0; i < kFibers && i < static_cast<int>(order.size()); ++i)
+        SA_FIBER_CHECK(order[static_cast<size_t>(i)] == i);
+    });
+    spawner.join();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+}
+
+TEST_CASE("bound fibers on two VProcs handing values back and forth lose no wake-up") {
+  sa_test::Watchdog wd{std::chrono::seconds(60), "bound ping-pong"};
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    constexpr int kRounds = 50'000;
+    sa::Channel<int> a{0}, b{0};
+    sa::Fiber ping = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      for (int i = 0; i < kRounds; ++i) {
+        a.send(i);
+        SA_FIBER_CHECK(b.recv() == i + 1);
+      }
+      a.close();
+    });
+    sa::Fiber pong = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+      while (std::optional<int> v = a.recv()) b.send(*v + 1);
+    });
+    ping.join();
+    pong.join();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+}

@@ -19,9 +19,16 @@
 // GlobalQueue: work from outside the runtime and spill-over; a SpinLock and an
 // intrusive FIFO, with an atomic size so an empty check is one load.
 //
-// Inbox: one per VProc, for fibers bound to it that are readied elsewhere.
-// Dmitry Vyukov's intrusive MPSC node-based queue (1024cores.net, "Intrusive
-// MPSC node-based queue"): a producer does one exchange; the owner pops.
+// Inbox: one per VProc, for fibers bound to it that are readied elsewhere,
+// usually on another CPU. A producer pushes onto an intrusive LIFO list with
+// one CAS (Treiber's stack, IBM RJ 5118, 1986, push side only); the owner
+// takes the whole list with one exchange and reverses it into a private
+// FIFO it then pops without atomics. A push-only CAS has no ABA problem:
+// the node's link is whatever the head is when the CAS succeeds.
+// Rejected: Vyukov's intrusive MPSC node queue (1024cores.net), used before:
+// handing over one fiber moved four cache lines between the CPUs (the head,
+// written by producers and by the owner re-inserting its stub, and the stub's
+// link, both ways); here the head's line moves once each way.
 
 #include <atomic>
 #include <cstdint>
@@ -75,18 +82,7 @@ class RunQueue {
   // push() appends `f` at the tail; owner only. A full ring moves half of
   // itself and `f` to `global`.
   void push(FiberCtl* f, GlobalQueue& global) noexcept {
-    for (;;) {
-      // acquire: slots below head are no longer read by any consumer.
-      uint32_t h = head_.load(std::memory_order_acquire);
-      uint32_t t = tail_.load(std::memory_order_relaxed);  // only we write it
-      if (t - h < kCapacity) {
-        buf_[t % kCapacity].store(f, std::memory_order_relaxed);
-        // release: a consumer that sees the new tail sees the slot.
-        tail_.store(t + 1, std::memory_order_release);
-        return;
-      }
-      if (spill(f, h, t, global)) return;
-    }
+    if (!try_push(f)) push_full(f, global);
   }
 
   // push_next() makes `f` run next; the fiber it displaces goes to the tail.
@@ -151,6 +147,33 @@ class RunQueue {
   }
 
  private:
+  // try_push() appends `f` unless the ring is full.
+  bool try_push(FiberCtl* f) noexcept {
+    // acquire: slots below head are no longer read by any consumer.
+    uint32_t h = head_.load(std::memory_order_acquire);
+    uint32_t t = tail_.load(std::memory_order_relaxed);  // only we write it
+    if (t - h >= kCapacity) return false;
+    buf_[t % kCapacity].store(f, std::memory_order_relaxed);
+    // release: a consumer that sees the new tail sees the slot.
+    tail_.store(t + 1, std::memory_order_release);
+    return true;
+  }
+
+  // push_full() is push() into a full ring: spill half of it (a thief may
+  // make room meanwhile: then retry). Out of line: push() stays small
+  // enough to inline into the switch path.
+  [[gnu::noinline]] void push_full(FiberCtl* f, GlobalQueue& global) noexcept {
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (t - h < kCapacity) {
+        if (try_push(f)) return;
+        continue;
+      }
+      if (spill(f, h, t, global)) return;
+    }
+  }
+
   FiberCtl* steal_next() noexcept {
     FiberCtl* f = next_.load(std::memory_order_acquire);
     if (f && next_.compare_exchange_strong(f, nullptr, std::memory_order_acq_rel)) return f;
@@ -177,56 +200,56 @@ class RunQueue {
 
 class Inbox {
  public:
-  Inbox() noexcept : head_(&stub_), tail_(&stub_) {}
+  Inbox() noexcept = default;
   Inbox(const Inbox&) = delete;
   Inbox& operator=(const Inbox&) = delete;
 
-  // push() appends `f`; any thread; wait-free (one exchange).
-  void push(FiberCtl* f) noexcept { push_hook(f); }
+  // push() adds `f`; any thread; lock-free (one CAS, retried on contention).
+  void push(FiberCtl* f) noexcept {
+    // Guess an empty list rather than read the head first: the line then
+    // crosses from the owner's CPU once, for the CAS, not for a read and
+    // again for the write.
+    QueueHook* old = nullptr;
+    do {
+      f->next.store(old, std::memory_order_relaxed);
+      // release: the owner's exchange (acquire) sees the link and the
+      // fiber's state; later pushes continue this release sequence.
+    } while (!shared_.compare_exchange_weak(old, f, std::memory_order_release, std::memory_order_relaxed));
+  }
 
-  // pop() takes the oldest fiber, or null (also while a push is half done;
-  // that producer then wakes the owner). Owner only.
+  // pop() takes the oldest fiber, or null. Owner only.
   FiberCtl* pop() noexcept {
-    QueueHook* tail = tail_;
-    QueueHook* next = tail->next.load(std::memory_order_acquire);
-    if (tail == &stub_) {
-      if (!next) return nullptr;
-      tail_ = next;
-      tail = next;
-      next = next->next.load(std::memory_order_acquire);
-    }
-    if (next) {
-      tail_ = next;
-      return static_cast<FiberCtl*>(tail);
-    }
-    if (tail != head_.load(std::memory_order_acquire)) return nullptr;  // push in progress
-    push_hook(&stub_);
-    next = tail->next.load(std::memory_order_acquire);
-    if (next) {
-      tail_ = next;
-      return static_cast<FiberCtl*>(tail);
-    }
-    return nullptr;
+    if (!private_ && !grab()) return nullptr;
+    QueueHook* n = private_;
+    private_ = n->next.load(std::memory_order_relaxed);
+    return static_cast<FiberCtl*>(n);
   }
 
-  // empty() is conservative: a push in progress counts as work.
-  bool empty() const noexcept {
-    return tail_ == &stub_ && stub_.next.load(std::memory_order_acquire) == nullptr &&
-           head_.load(std::memory_order_acquire) == &stub_;
-  }
+  // empty() is true when no fiber is queued. Owner only.
+  bool empty() const noexcept { return !private_ && !shared_.load(std::memory_order_acquire); }
 
  private:
-  void push_hook(QueueHook* n) noexcept {
-    n->next.store(nullptr, std::memory_order_relaxed);
-    // acq_rel: take the previous head's publication, publish ours.
-    QueueHook* prev = head_.exchange(n, std::memory_order_acq_rel);
-    // release: the consumer that reads this link sees the node.
-    prev->next.store(n, std::memory_order_release);
+  // grab() moves the pushed fibers, oldest first, to the private list;
+  // false if there were none.
+  bool grab() noexcept {
+    // Read first: a spinning owner polls a shared copy of the line and does
+    // not take it from a producer about to push.
+    if (!shared_.load(std::memory_order_relaxed)) return false;
+    // acquire: see the links and the fibers the producers published.
+    QueueHook* n = shared_.exchange(nullptr, std::memory_order_acquire);
+    QueueHook* fifo = nullptr;
+    while (n) {
+      QueueHook* older = n->next.load(std::memory_order_relaxed);
+      n->next.store(fifo, std::memory_order_relaxed);
+      fifo = n;
+      n = older;
+    }
+    private_ = fifo;
+    return fifo != nullptr;
   }
 
-  QueueHook stub_;
-  alignas(64) std::atomic<QueueHook*> head_;
-  alignas(64) QueueHook* tail_;
+  alignas(64) std::atomic<QueueHook*> shared_{nullptr};  // newest first
+  alignas(64) QueueHook* private_ = nullptr;             // oldest first; owner only
 };
 
 }  // namespace sa::detail

@@ -5,8 +5,10 @@
 // Scheduler loop (VProc::loop, on the activation's own stack):
 //   1. Fire expired timers; take work from the inbox, the run queue, the
 //      global queue (every 61st pick first, for fairness, as Go does).
-//   2. Nothing: become a *searcher* (RuntimeCore::nsearching) and steal from
-//      the other VProcs, nearest first (hwloc order), for a short while.
+//   2. Nothing: steal from the other VProcs, nearest first (hwloc order),
+//      for a short while; past the first 2 µs as a *searcher*, counted in
+//      RuntimeCore::nsearching (an uncounted VProc only costs wakers a
+//      wake-up they might have skipped at W2).
 //   3. Still nothing: go idle with the protocol below.
 // A fiber that parks or yields switches straight to the next local fiber
 // (no trip through the loop); only when it finds none does it switch to the
@@ -141,9 +143,11 @@ class VProc {
   Inbox inbox;
   TimerHeap timers;
   StackCache stacks;
-  std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
+  // On a line of its own: every waker of a fiber bound here reads it, and
+  // the owner writes the counters below at every switch.
+  alignas(64) std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
   std::vector<int> steal_order;
-  VProcCounters counters;
+  alignas(64) VProcCounters counters;
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
   // away (the futex word it sleeps on then); stood_down is true while it
   // runs no fibers because of it.
@@ -160,8 +164,27 @@ class VProc {
  private:
   FiberCtl* find_runnable() noexcept;
   FiberCtl* take(FiberCtl* f) noexcept;  // found work: stop searching
-  FiberCtl* prepare(FiberCtl* f) noexcept;
+  // prepare() makes ready fiber `f` Running (its stack prepared), or
+  // returns null if it could not start (first_run(): no stack; it is
+  // finished with the error). Inline: every switch from a queue passes here.
+  FiberCtl* prepare(FiberCtl* f) noexcept {
+    count(counters.fibers_run);
+    if (!f->ctx) return first_run(f);
+    f->set_state(FiberState::Ready, FiberState::Running);
+    return f;
+  }
+  [[gnu::noinline]] FiberCtl* first_run(FiberCtl* f) noexcept;
+  // pick_periodic() fires expired timers and takes from the global queue:
+  // what every kGlobalEvery-th local pick looks at first. Out of line, off
+  // the switch path.
+  [[gnu::noinline]] FiberCtl* pick_periodic() noexcept;
   FiberCtl* steal(bool take_next) noexcept;
+  // search() spins looking at every queue (polling, stealing) until it
+  // finds a fiber, or returns null when it should stop: after kSearchNs, or
+  // kSearchAloneNs while no VProc runs fibers, or for a due timer, a held
+  // activation, revocation or the stop. It counts itself in nsearching only
+  // after kQuietSpinNs.
+  FiberCtl* search(Poller* p) noexcept;
   void sleep() noexcept;
   void end_sleep() noexcept;
   // stand_down() is the revoked VProc's loop: it runs no fiber, hands what
