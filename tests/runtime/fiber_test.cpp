@@ -5,6 +5,7 @@
 #include <sa/sa.hpp>
 
 #include <atomic>
+#include <cfenv>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -169,5 +170,29 @@ TEST_CASE("a bound fiber always runs on its VProc") {
     for (auto& f : fibers) f.join();
     CHECK(wrong == 0);
     CHECK_THROWS_AS(sa::spawn(sa::SpawnOptions{.vproc = 2}, [] {}), std::invalid_argument);
+  });
+}
+
+TEST_CASE("each fiber keeps its own floating-point rounding mode across switches") {
+  // The context switch (Boost.Context) saves and restores the FP control
+  // words (MXCSR, x87).
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    int wrong = 0;
+    auto body = [&wrong](int mode) {
+      std::fesetround(mode);
+      for (int i = 0; i < 100; ++i) {
+        sa::this_fiber::yield();
+        if (std::fegetround() != mode) ++wrong;
+      }
+      std::fesetround(FE_TONEAREST);
+    };
+    sa::Fiber up = sa::spawn([&] { body(FE_UPWARD); });
+    sa::Fiber down = sa::spawn([&] { body(FE_DOWNWARD); });
+    sa::Fiber near = sa::spawn([&] { body(FE_TONEAREST); });
+    up.join();
+    down.join();
+    near.join();
+    CHECK(wrong == 0);
   });
 }

@@ -93,12 +93,11 @@ class Channel {
       lock_.unlock();
       return std::nullopt;
     }
-    std::optional<T> slot;
-    detail::Waiter w;
-    w.slot = &slot;
-    receivers_.push_back(&w);
-    detail::park(w, &lock_, detail::TimerHeap::kNever);
-    return slot;  // empty if woken by close()
+    RecvWait rw;
+    rw.w.slot = &rw.value;
+    receivers_.push_back(&rw.w);
+    detail::park(rw.w, &lock_, detail::TimerHeap::kNever);
+    return std::move(rw.value);  // empty if woken by close()
   }
 
   // try_recv() takes a value if one is ready; never blocks.
@@ -150,7 +149,7 @@ class Channel {
       detail::try_wake(r);
       return true;
     }
-    if (buf_.size() < cap_) {
+    if (cap_ != 0 && buf_.size() < cap_) {
       buf_.push_back(std::move(v));
       lock_.unlock();
       return true;
@@ -158,12 +157,20 @@ class Channel {
     return false;
   }
 
+  // RecvWait: a parked receiver's Waiter and the slot a sender fills, on
+  // one cache line when T is small: the sender, often on another CPU,
+  // writes both, and the receiver reads both when it resumes.
+  struct alignas(64) RecvWait {
+    std::optional<T> value;
+    detail::Waiter w;
+  };
+
   // take_locked(): with lock_ held, take the oldest value (refilling the
   // buffer from a parked sender); releases lock_ if it returns a value.
   std::optional<T> take_locked() {
     detail::Waiter* s = nullptr;
     std::optional<T> v;
-    if (!buf_.empty()) {
+    if (cap_ != 0 && !buf_.empty()) {  // a rendezvous channel never touches buf_'s lines
       v.emplace(std::move(buf_.front()));
       buf_.pop_front();
       if ((s = senders_.pop_front())) buf_.push_back(std::move(*static_cast<T*>(s->slot)));
@@ -178,12 +185,14 @@ class Channel {
     return v;
   }
 
-  const std::size_t cap_;
-  mutable detail::SpinLock lock_;
+  // What every operation touches, first and on one line of its own (two
+  // channels side by side are often used from two CPUs at once).
+  alignas(64) mutable detail::SpinLock lock_;
   bool closed_ = false;
-  std::deque<T> buf_;
   detail::WaitList senders_;
   detail::WaitList receivers_;
+  const std::size_t cap_;
+  std::deque<T> buf_;
 };
 
 }  // namespace sa

@@ -40,16 +40,19 @@ struct Waiter {
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
+  // 48 bytes, packed so that a Waiter and a small payload beside it fill
+  // one cache line (Channel::recv): a waker on another CPU touches them all.
   std::atomic<uint32_t> state{static_cast<uint32_t>(WaitState::Waiting)};
+  bool linked = false;        // in a WaitList, guarded by the owner's lock
   FiberCtl* fiber;            // the waiting fiber; null: a kernel thread outside the runtime
   Waiter* next = nullptr;     // WaitList hooks, guarded by the owner's lock
   Waiter* prev = nullptr;
-  bool linked = false;
   void* slot = nullptr;       // payload for the object (Channel: where a value goes)
   uint64_t tag = 0;           // payload for the object (Semaphore: permits wanted)
 
   WaitState load() const noexcept { return static_cast<WaitState>(state.load(std::memory_order_acquire)); }
 };
+static_assert(sizeof(void*) != 8 || sizeof(Waiter) == 48, "Waiter's layout comment is out of date");
 
 // try_wake() moves `w` from Waiting to `how` and readies its fiber or wakes
 // its thread; false if someone else already did. Never blocks.
