@@ -29,14 +29,6 @@ constexpr int64_t kSearchNs = 20'000;
 constexpr int64_t kSearchAloneNs = 3'000;
 // How long a searcher leaves other VProcs' `next` slots alone.
 constexpr int64_t kStealNextAfterNs = 3'000;
-// How long a VProc that ran out of work looks for more before it counts
-// itself a searcher (nsearching). The count only lets wakers skip a wake-up
-// (W2), and it is one line that every VProc writes twice per idle spell: two
-// CPUs handing bound fibers to each other (a request and its reply, bench
-// ping_pong) moved it across for every hand-off, and each usually finds its
-// fiber within this time. Uncounted, a VProc may cost a sleeper a needless
-// wake-up, never a lost one: the wake-up is the waker's to skip.
-constexpr int64_t kQuietSpinNs = 2'000;
 // A searcher reads the clock every kClockEvery-th turn.
 constexpr uint32_t kClockEvery = 8;
 
@@ -237,6 +229,15 @@ FiberCtl* VProc::find_runnable() noexcept {
 }
 
 FiberCtl* VProc::search(Poller* p) noexcept {
+  // Counted from the start: a searcher that finds work chains the wake-up
+  // of the next sleeper (take(), W4). Counting only after a quiet 2 µs
+  // (tried: it kept the count's line off the bound ping-pong's path) broke
+  // that chain whenever the work was found sooner, and a sleeping VProc
+  // could then miss a whole burst of work (tests: work spreads).
+  if (!searching_) {
+    searching_ = true;
+    core.nsearching.fetch_add(1, std::memory_order_seq_cst);
+  }
   const int64_t started = now_ns();
   const int64_t until = started + kSearchNs;
   bool take_next = false;
@@ -251,10 +252,6 @@ FiberCtl* VProc::search(Poller* p) noexcept {
     // every kClockEvery-th turn only.
     if (turn % kClockEvery != 0) continue;
     const int64_t now = now_ns();
-    if (!searching_ && now - started >= kQuietSpinNs) {
-      searching_ = true;
-      core.nsearching.fetch_add(1, std::memory_order_seq_cst);
-    }
     // A fiber in another VProc's `next` slot was usually just woken by
     // the fiber running there, which is about to park: give that VProc
     // a moment to run it itself before taking it (Go's runqsteal waits

@@ -5,10 +5,8 @@
 // Scheduler loop (VProc::loop, on the activation's own stack):
 //   1. Fire expired timers; take work from the inbox, the run queue, the
 //      global queue (every 61st pick first, for fairness, as Go does).
-//   2. Nothing: steal from the other VProcs, nearest first (hwloc order),
-//      for a short while; past the first 2 µs as a *searcher*, counted in
-//      RuntimeCore::nsearching (an uncounted VProc only costs wakers a
-//      wake-up they might have skipped at W2).
+//   2. Nothing: become a *searcher* (RuntimeCore::nsearching) and steal from
+//      the other VProcs, nearest first (hwloc order), for a short while.
 //   3. Still nothing: go idle with the protocol below.
 // A fiber that parks or yields switches straight to the next local fiber
 // (no trip through the loop); only when it finds none does it switch to the
@@ -182,8 +180,7 @@ class VProc {
   // search() spins looking at every queue (polling, stealing) until it
   // finds a fiber, or returns null when it should stop: after kSearchNs, or
   // kSearchAloneNs while no VProc runs fibers, or for a due timer, a held
-  // activation, revocation or the stop. It counts itself in nsearching only
-  // after kQuietSpinNs.
+  // activation, revocation or the stop. It counts itself in nsearching.
   FiberCtl* search(Poller* p) noexcept;
   void sleep() noexcept;
   void end_sleep() noexcept;
