@@ -75,7 +75,8 @@ TEST_CASE("the run-state word tells running, preempted and sleeping apart") {
   sa_hogs::CpuHogs hog{1, vproc_cpus(rt)};  // shares VProc 0's CPU with its activation
   std::atomic<sa::shim::Activation*> act{nullptr};
   std::atomic<bool> done{false};
-  int seen[4] = {};
+  std::atomic<int> seen[4] = {};
+  auto seen_of = [&](sa::shim::CpuState s) { return seen[static_cast<int>(s)].load(); };
   std::thread observer([&] {
     while (!act.load()) std::this_thread::yield();
     while (!done.load()) {
@@ -85,14 +86,22 @@ TEST_CASE("the run-state word tells running, preempted and sleeping apart") {
   });
   rt.run([&] {
     act = sa::shim::Activation::current();
-    burn(300ms);  // half of it preempted by the hog
-    ::usleep(100'000);  // a raw sleep: Sleeping
+    // Burn (about half of it preempted by the hog) until the observer saw
+    // both, and sleep raw (Sleeping) until it saw that. Bounded: on a
+    // loaded machine the observer may get a CPU only now and then, and
+    // sees the activation run only from the other CPU.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    do burn(50ms);
+    while ((seen_of(sa::shim::CpuState::Running) == 0 || seen_of(sa::shim::CpuState::Preempted) == 0) &&
+           std::chrono::steady_clock::now() < until);
+    do ::usleep(50'000);
+    while (seen_of(sa::shim::CpuState::Sleeping) == 0 && std::chrono::steady_clock::now() < until);
     done = true;
   });
   observer.join();
-  CHECK(seen[static_cast<int>(sa::shim::CpuState::Running)] > 0);
-  CHECK(seen[static_cast<int>(sa::shim::CpuState::Preempted)] > 0);
-  CHECK(seen[static_cast<int>(sa::shim::CpuState::Sleeping)] > 0);
+  CHECK(seen_of(sa::shim::CpuState::Running) > 0);
+  CHECK(seen_of(sa::shim::CpuState::Preempted) > 0);
+  CHECK(seen_of(sa::shim::CpuState::Sleeping) > 0);
 }
 
 TEST_CASE("a waiter parks instead of spinning while the holder sleeps in the kernel") {
