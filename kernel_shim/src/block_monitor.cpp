@@ -15,8 +15,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <utility>
-
 #include <sa/shim/shim.hpp>
 
 #include "switch_events.hpp"
@@ -68,16 +66,15 @@ BlockMonitor::BlockMonitor(Shim& shim, bool use_perf) : shim_(shim), perf_(use_p
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "sa: eventfd for the block monitor");
   if (!use_perf) std::fprintf(stderr, "sa: block monitor: perf records disabled; using the /proc fallback\n");
+  thread_ = std::thread([this] { run(); });
 }
 
 BlockMonitor::~BlockMonitor() {
-  watches_.clear();
-  ::close(wake_fd_);
-}
-
-void BlockMonitor::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
   kick();
+  if (thread_.joinable()) thread_.join();
+  watches_.clear();
+  ::close(wake_fd_);
 }
 
 void BlockMonitor::kick() noexcept {
@@ -205,89 +202,62 @@ void BlockMonitor::scan_fallback() noexcept {
   });
 }
 
-void BlockMonitor::rebuild(const Activation& self) {
-  std::lock_guard g(lock_);
-  std::erase_if(watches_, [](const std::unique_ptr<Watch>& w) { return w->a == nullptr; });
-  fds_.assign(1, pollfd{wake_fd_, POLLIN, 0});
-  ws_.assign(1, nullptr);
-  for (auto& w : watches_)
-    if (w->a != &self && w->fd >= 0 && w->ring != MAP_FAILED) {
-      fds_.push_back(pollfd{w->fd, POLLIN, 0});
-      ws_.push_back(w.get());
-    }
-  dirty_ = false;
-}
-
-Activation* BlockMonitor::watch(Activation& self) noexcept {
-  {
-    std::lock_guard g(lock_);
-    dirty_ = true;  // the previous watcher's poll set left out its own fd, not ours
-  }
+void BlockMonitor::run() noexcept {
+  ::pthread_setname_np(::pthread_self(), "sa-monitor");
+  // SCHED_IDLE: the monitor runs on a CPU only when nothing else wants it.
+  // An activation that blocks vacates its CPU, so the monitor wakes there at
+  // once; but it never preempts a running activation, which would write two
+  // switch records and wake it again (a feedback loop that cost about 30% of
+  // the compute throughput with SCHED_OTHER).
+  sched_param idle{};
+  ::sched_setscheduler(0, SCHED_IDLE, &idle);
+  std::vector<pollfd> fds;
+  std::vector<Watch*> ws;
   while (!stopping_.load(std::memory_order_seq_cst)) {
-    step(self);
-    if (Activation* next = std::exchange(successor_, nullptr)) {
-      // Our switch records from watching (each poll sleep) must not reach
-      // the next watcher as stale blocks: drop them. Ours alone from here.
-      {
-        std::lock_guard g(lock_);
+    {
+      std::lock_guard g(lock_);
+      if (dirty_) {
+        std::erase_if(watches_, [](const std::unique_ptr<Watch>& w) { return w->a == nullptr; });
+        fds.assign(1, pollfd{wake_fd_, POLLIN, 0});
+        ws.assign(1, nullptr);
         for (auto& w : watches_)
-          if (w->a == &self && w->ring != MAP_FAILED) {
-            auto* meta = static_cast<perf_event_mmap_page*>(w->ring);
-            // release: the kernel may reuse what we skip.
-            __atomic_store_n(&meta->data_tail, __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE),
-                             __ATOMIC_RELEASE);
+          if (w->fd >= 0 && w->ring != MAP_FAILED) {
+            fds.push_back(pollfd{w->fd, POLLIN, 0});
+            ws.push_back(w.get());
           }
+        dirty_ = false;
       }
-      return next;
     }
-  }
-  return nullptr;
-}
-
-void BlockMonitor::step(Activation& self) noexcept {
-  bool dirty;
-  {
-    std::lock_guard g(lock_);
-    dirty = dirty_;
-  }
-  if (dirty) rebuild(self);
-  // Poll every 50 µs while a handoff waits for a spare or, without perf,
-  // while some activation runs (the shim kicks us when one starts to).
-  bool in_call = !pending_.empty();
-  if (!perf())
-    shim_.for_each_activation([&](Activation& a) {
-      const ActivationState st = a.state();
-      in_call |= st == ActivationState::InCall || st == ActivationState::User || st == ActivationState::Lost ||
-                 st == ActivationState::Running;
+    // Poll every 50 µs while a handoff waits for a spare or, without perf,
+    // while some activation runs (the shim kicks us when one starts to).
+    bool in_call = !pending_.empty();
+    if (!perf())
+      shim_.for_each_activation([&](Activation& a) {
+        const ActivationState st = a.state();
+        in_call |= st == ActivationState::InCall || st == ActivationState::User || st == ActivationState::Lost ||
+                   st == ActivationState::Running;
+      });
+    timespec period{0, kFallbackPeriodNs};
+    int n = ::ppoll(fds.data(), fds.size(), in_call ? &period : nullptr, nullptr);
+    if (n < 0 && errno != EINTR) break;
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
+    }
+    {
+      std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile
+      int64_t blocked_at = 0;
+      for (size_t i = 1; i < fds.size(); ++i)
+        if ((fds[i].revents & POLLIN) && drain(*ws[i], blocked_at)) pending_.push_back(Pending{ws[i]->a, blocked_at});
+    }
+    if (!perf()) scan_fallback();
+    // Hand off outside our lock: the shim may start an activation, which
+    // attaches to us. Keep the ones that wait for a spare.
+    std::erase_if(pending_, [this](Pending& p) {
+      if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
+      return shim_.handoff(*p.a, p.blocked_at_ns);
     });
-  timespec period{0, kFallbackPeriodNs};
-  int n = ::ppoll(fds_.data(), fds_.size(), in_call ? &period : nullptr, nullptr);
-  if (n < 0 && errno != EINTR) {
-    // Cannot happen with valid fds; do not spin on it.
-    std::fprintf(stderr, "sa: block monitor: ppoll: %s\n", std::strerror(errno));
-    ::usleep(1000);
-    return;
   }
-  if (n < 0) return;
-  if (fds_[0].revents & POLLIN) {
-    uint64_t v;
-    [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
-  }
-  {
-    std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile
-    int64_t blocked_at = 0;
-    for (size_t i = 1; i < fds_.size(); ++i)
-      if ((fds_[i].revents & POLLIN) && drain(*ws_[i], blocked_at)) pending_.push_back(Pending{ws_[i]->a, blocked_at});
-  }
-  if (!perf()) scan_fallback();
-  // Hand off outside our lock: the shim may start an activation, which
-  // attaches to us. Keep the ones that wait for a spare. The first handoff
-  // may take the processor onto this very activation (then successor_ is
-  // set); the others go to spares.
-  std::erase_if(pending_, [&](Pending& p) {
-    if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
-    return shim_.handoff(*p.a, p.blocked_at_ns, /*from_monitor=*/true, successor_ ? nullptr : &self);
-  });
 }
 
 }  // namespace sa::shim

@@ -4,15 +4,12 @@
 
 #include <cerrno>
 #include <csignal>
-#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <sched.h>
 #include <stdexcept>
 #include <sys/syscall.h>
-#include <thread>
 #include <unistd.h>
-#include <utility>
 
 #include <sa/shim/block_monitor.hpp>
 
@@ -24,24 +21,6 @@ void install_safe_point_handler();
 
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-
-// may_leave_sched_idle() tells whether a thread of this process may go back
-// from SCHED_IDLE to SCHED_OTHER: the kernel asks for CAP_SYS_NICE or an
-// RLIMIT_NICE of 20 or more. Tried on a short-lived thread, so that the
-// caller's own policy never changes.
-bool may_leave_sched_idle() noexcept {
-  bool ok = false;
-  try {
-    std::thread probe([&ok] {
-      sched_param p{};
-      ok = ::sched_setscheduler(0, SCHED_IDLE, &p) == 0 && ::sched_setscheduler(0, SCHED_OTHER, &p) == 0;
-    });
-    probe.join();
-  } catch (const std::system_error&) {
-    ok = false;
-  }
-  return ok;
 }
 
 }  // namespace
@@ -78,11 +57,6 @@ int Shim::cpu_of(int vp) const noexcept {
   return options_.cpus[static_cast<size_t>(vp) % options_.cpus.size()];
 }
 
-int Shim::counted(size_t n) const noexcept {
-  // The watcher is the monitor, not one of the activations the limit counts.
-  return std::max(0, static_cast<int>(n) - (options_.activations ? 1 : 0));
-}
-
 Activation* Shim::start_activation(uint32_t job) {
   const int id = static_cast<int>(all_.size());
   all_.push_back(std::make_unique<Activation>(id, [this, job](Activation& a) {
@@ -90,7 +64,7 @@ Activation* Shim::start_activation(uint32_t job) {
     a.job.store(job, std::memory_order_relaxed);
     run(a);
   }));
-  int n = counted(all_.size());
+  int n = static_cast<int>(all_.size());
   int hw = high_water_.load(std::memory_order_relaxed);
   while (n > hw && !high_water_.compare_exchange_weak(hw, n, std::memory_order_relaxed)) {
   }
@@ -103,18 +77,15 @@ void Shim::start() {
   if (options_.activations) {
     install_hold_handler();
     monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
-    idle_spares_ = may_leave_sched_idle();
-    start_activation(make_job(kWatch, 0));  // the first watcher
   }
   for (int vp = 0; vp < options_.processors; ++vp) start_activation(make_job(kAdded, vp));
   if (options_.activations)
-    for (int i = 0; i < options_.spares && counted(all_.size()) < options_.max_activations; ++i)
+    for (int i = 0; i < options_.spares && static_cast<int>(all_.size()) < options_.max_activations; ++i)
       start_activation(kNone);
 }
 
 void Shim::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
-  if (monitor_) monitor_->stop();  // the watcher returns from watch()
   {
     PoolLock g(lock_);
     for (auto& a : all_) {
@@ -145,11 +116,9 @@ void Shim::run(Activation& a) noexcept {
   if (monitor_) monitor_->attach(a);
   if (options_.activations && options_.use_perf) a.watch_run_state();
   ActivationState state = ActivationState::Starting;
-  Activation* next_watcher = nullptr;  // to wake once we run our TakeOver job
   for (;;) {
     uint32_t job;
-    // acquire: see takes_over / blocked_at_ns written before the job, and
-    // (kWatch) what the previous watcher did to the monitor's state.
+    // acquire: see takes_over / blocked_at_ns written before the job.
     while ((job = a.job.exchange(kNone, std::memory_order_acquire)) == kNone) {
       if (stopping_.load(std::memory_order_seq_cst)) {
         job = kExit;
@@ -158,7 +127,6 @@ void Shim::run(Activation& a) noexcept {
       if (state == ActivationState::Starting) {
         a.set_state(ActivationState::Starting, ActivationState::Spare);
         state = ActivationState::Spare;
-        park_policy(a);
         return_spare(a);
         // Only a spare started for growth is counted in starting_ (the
         // ones start() makes are not): decrement without going below 0.
@@ -169,27 +137,12 @@ void Shim::run(Activation& a) noexcept {
       }
       futex_wait(a.job, kNone);
     }
-    if (kind_of(job) == kExit) {
-      // Stopping: a successor we never woke is woken by stop() itself.
-      break;
-    }
-    if (kind_of(job) == kWatch) {
-      if (state == ActivationState::Starting) {
-        a.set_state(ActivationState::Starting, ActivationState::Spare);
-        state = ActivationState::Spare;
-      }
-      park_policy(a, /*watcher=*/true);
-      // Returns with our TakeOver job stored, or null when the shim stops.
-      next_watcher = monitor_->watch(a);
-      continue;
-    }
+    if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
     a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
     a.set_state(state, ActivationState::Running);
     if (monitor_) monitor_->activity();
-    run_policy(a);
     a.pin(cpu_of(vp));
-    if (next_watcher) pass_watch(std::exchange(next_watcher, nullptr));
     if (kind_of(job) == kAdded) {
       n_added_.fetch_add(1, std::memory_order_relaxed);
       handler_.processor_added(vp);
@@ -203,38 +156,9 @@ void Shim::run(Activation& a) noexcept {
       a.set_state(ActivationState::Running, ActivationState::Spare);
     state = ActivationState::Spare;
     if (stopping_.load(std::memory_order_seq_cst)) break;
-    park_policy(a);
     return_spare(a);
   }
   if (monitor_) monitor_->detach(a);
-}
-
-void Shim::park_policy(Activation& a, bool watcher) noexcept {
-  if (a.sched_idle || !(idle_spares_ || watcher)) return;
-  // Ready to watch without a system call on the critical path: SCHED_IDLE,
-  // on any of the processors' CPUs. Failure leaves it as it was (slower).
-  // Without idle_spares_ only the watcher gets here, and it stays the
-  // watcher for good: a one-way change is fine.
-  sched_param p{};
-  a.sched_idle = ::sched_setscheduler(0, SCHED_IDLE, &p) == 0;
-  if (options_.pin && !options_.cpus.empty()) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (int cpu : options_.cpus) CPU_SET(cpu, &set);
-    ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
-  }
-}
-
-void Shim::run_policy(Activation& a) noexcept {
-  if (!a.sched_idle) return;
-  sched_param p{};
-  a.sched_idle = ::sched_setscheduler(0, SCHED_OTHER, &p) != 0;
-}
-
-void Shim::pass_watch(Activation* next) noexcept {
-  // release: the monitor's state, as this watcher leaves it, before the job.
-  next->job.store(make_job(kWatch, 0), std::memory_order_release);
-  futex_wake(next->job, 1);
 }
 
 Activation* Shim::take_spare() noexcept {
@@ -253,17 +177,17 @@ void Shim::return_spare(Activation& a) noexcept {
   spares_ = &a;
 }
 
-bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor, Activation* watcher) noexcept {
+bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
   // acquire/release: one handoff of `a` at a time, each seeing the last
   // one's writes (taken_recorded, signalled). The other caller is already
   // on it: nothing to do here.
   if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
-  const bool done = handoff_locked(a, blocked_at_ns, from_monitor, watcher);
+  const bool done = handoff_locked(a, blocked_at_ns, from_monitor);
   a.in_handoff.store(false, std::memory_order_release);
   return done;
 }
 
-bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor, Activation* watcher) noexcept {
+bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
   const ActivationState from = a.state();
   if (stopping_.load(std::memory_order_seq_cst) ||
       (from != ActivationState::InCall && from != ActivationState::User) ||
@@ -273,13 +197,6 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   // handed another processor (wait_for_processor stores a.vproc).
   const int vp = a.vproc.load(std::memory_order_relaxed);
   Activation* s = take_spare();
-  // The watcher takes the processor itself when a spare can watch after it
-  // (block_monitor.hpp) and it may leave SCHED_IDLE.
-  Activation* successor = nullptr;
-  if (s && watcher && idle_spares_ && from_monitor) {
-    successor = s;
-    s = watcher;
-  }
   if (!s && from == ActivationState::InCall && from_monitor) {
     // No spare: a held activation is as good a taker as a spare. It leaves
     // the queue only once `a` is ours: a VProc that saw it queued must not
@@ -290,13 +207,13 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
       pop_held();
       g.unlock();
       handler_.processor_taken(vp, a);
-      resume_held(*h, vp);  // not give_processor: the watcher owns no processor to leave
+      give_processor(*h, vp);
       return true;
     }
   }
   if (!s) {
     PoolLock g(lock_);
-    if (counted(all_.size()) < options_.max_activations) {
+    if (static_cast<int>(all_.size()) < options_.max_activations) {
       // Grow the pool; the new activation announces itself by joining it.
       if (starting_.load(std::memory_order_relaxed) == 0) {
         try {
@@ -326,7 +243,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
     a.taken_recorded.store(true, std::memory_order_release);
-    return_spare(successor ? *successor : *s);  // it moved on first (returned, entered the runtime)
+    return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
   }
   // Ours now: a concurrent handoff's CAS failed. Reset the Lost bookkeeping
@@ -354,15 +271,11 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   s->takes_over_call = to == ActivationState::Blocked;
   // release: takes_over and blocked_at_ns before the job.
   s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
-  if (successor) {
-    n_self_takeovers_.fetch_add(1, std::memory_order_relaxed);
-    monitor_->succeed(*successor);  // the watcher wakes it when it stops watching
-  } else {
-    futex_wake(s->job, 1);
-  }
+  futex_wake(s->job, 1);
   // Keep one spare ready for the next block, off the critical path.
   PoolLock g(lock_);
-  if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 && counted(all_.size()) < options_.max_activations) {
+  if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
+      static_cast<int>(all_.size()) < options_.max_activations) {
     try {
       starting_.fetch_add(1, std::memory_order_relaxed);
       start_activation(kNone);
@@ -449,12 +362,7 @@ void Shim::record_handoff(int64_t blocked_at_ns, bool call) noexcept {
 
 void Shim::preempted(Activation& a) noexcept {
   const ActivationState st = a.state();
-  // The record may be read long after it was written (the monitor runs on
-  // idle CPUs only): an activation that has gone Idle since still owns its
-  // processor, and was preempted while it ran it.
-  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall &&
-      st != ActivationState::Idle)
-    return;
+  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return;
   // A spare that just left the pool is Running before its first job's
   // processor is stored (and the record may predate it): no processor yet.
   const int vp = a.vproc.load(std::memory_order_relaxed);
@@ -636,13 +544,9 @@ int Shim::wait_for_processor(Activation& a) noexcept {
 }
 
 void Shim::give_processor(Activation& a, int vp) noexcept {
-  // The caller, the activation running `vp`, stops owning it before `a`
-  // starts (I1).
+  // The caller, if it is the activation running `vp`, stops owning it before
+  // `a` starts (I1). (The monitor is no activation.)
   if (Activation* self = Activation::current()) self->set_state(ActivationState::Running, ActivationState::Leaving);
-  resume_held(a, vp);
-}
-
-void Shim::resume_held(Activation& a, int vp) noexcept {
   // release: the processor's state, set up for `a`, before the job.
   a.job.store(make_job(kResume, vp), std::memory_order_release);
   futex_wake(a.job, 1);
@@ -711,9 +615,8 @@ ShimStats Shim::stats() const {
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
-  s.self_takeovers = n_self_takeovers_.load(std::memory_order_relaxed);
   PoolLock g(lock_);
-  s.activations_started = counted(all_.size());
+  s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {
     const ActivationState st = a->state();
     s.running += st == ActivationState::Running || st == ActivationState::User || st == ActivationState::InCall;

@@ -112,7 +112,6 @@ Stats Runtime::stats() const {
                      .handoff_call_p99_us = k.handoff_call_us.percentile(99),
                      .handoff_detected_p50_us = k.handoff_detected_us.percentile(50),
                      .handoff_detected_p99_us = k.handoff_detected_us.percentile(99),
-                     .self_takeovers = k.self_takeovers,
                      .processor_preempted = k.preempted,
                      .donations = k.donations,
                      .held = k.held,

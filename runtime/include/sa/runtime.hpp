@@ -72,7 +72,7 @@ struct ShimStats {
   uint64_t activation_unblocked = 0;
   uint64_t blocking_calls = 0;     // sa::blocking calls announced to the shim
   uint64_t pool_exhausted = 0;     // blocked calls that kept their VProc: no spare left
-  int activations_started = 0;     // kernel threads started (processors + spares; not the watcher)
+  int activations_started = 0;     // kernel threads started (processors + spares)
   int activations_high_water = 0;
   int activations_running = 0;     // running user code now (I1: <= vprocs)
   uint64_t handoffs = 0;           // measured handoffs (= activation_blocked)
@@ -82,7 +82,6 @@ struct ShimStats {
   double handoff_call_p99_us = 0;
   double handoff_detected_p50_us = 0;  // ... for unannounced blocks
   double handoff_detected_p99_us = 0;
-  uint64_t self_takeovers = 0;         // handoffs run by the watcher that saw the block (no second wake-up)
   uint64_t processor_preempted = 0;    // notices of kernel preemption
   uint64_t donations = 0;              // CPUs donated to preempted spinlock holders
   uint64_t held = 0;               // activations held after an unannounced block

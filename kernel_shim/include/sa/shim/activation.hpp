@@ -148,9 +148,6 @@ class Activation {
   // the /proc fallback, since when a User activation has been seen asleep.
   std::atomic<bool> exhausted_counted{false};  // also written by Shim::fault_seen's callers
   int64_t fallback_asleep_since_ns = 0;
-  // This thread's policy is SCHED_IDLE (a spare in the pool or the
-  // watcher); only the activation itself reads or writes it.
-  bool sched_idle = false;
 
  private:
   void main();

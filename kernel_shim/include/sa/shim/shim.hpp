@@ -12,35 +12,31 @@
 // Two modes:
 //   - plain (ShimMode::off): one activation per processor, started with the
 //     processor_added upcall; a blocked activation keeps its processor.
-//   - activations (ShimMode::on): also a pool of spare activations, one of
-//     which at a time watches for blocks (the BlockMonitor's *watcher*). A
-//     blocking call is announced with enter_call() / exit_call() (Go's
-//     entersyscall / exitsyscall): one CAS each way when the call does not
-//     block. When the kernel blocks the activation inside the call, the
-//     watcher sees it (a PERF_RECORD_SWITCH switch-out record, or, without
-//     perf, the fallback's /proc task state), takes over the processor and
-//     upcalls activation_blocked, running the scheduler there. When the call
-//     returns, exit_call() finds its processor gone and upcalls
-//     activation_unblocked on the returning activation; the scheduler gives
-//     its fiber back to a ready queue and the activation returns to the
-//     pool. So at most one activation runs user code per processor (I1) and
-//     a blocked call holds no processor (I3).
+//   - activations (ShimMode::on): also a pool of spare activations and a
+//     BlockMonitor. A blocking call is announced with enter_call() /
+//     exit_call() (Go's entersyscall / exitsyscall): one CAS each way when
+//     the call does not block. When the kernel blocks the activation inside
+//     the call, the monitor sees it (a PERF_RECORD_SWITCH switch-out record,
+//     or, without perf, the fallback's /proc task state) and hands the
+//     processor to a spare, which upcalls activation_blocked and runs the
+//     scheduler there. When the call returns, exit_call() finds its
+//     processor gone and upcalls activation_unblocked on the returning
+//     activation; the scheduler gives its fiber back to a ready queue and the
+//     activation returns to the pool. So at most one activation runs user
+//     code per processor (I1) and a blocked call holds no processor (I3).
 //
-// Handoff protocol (one processor `vp`, activation `a` running it, watcher w):
+// Handoff protocol (one processor `vp`, activation `a` running it):
 //   1. a: enter_call(): state Running -> InCall (CAS); call starts.
-//   2. kernel blocks a; w wakes on the switch-out record.
-//   3. w: takes a spare s from the pool (if it is empty, starts one, up to
-//      max_activations, and retries when it has joined the pool; past the
+//   2. kernel blocks a; monitor reads the switch-out record.
+//   3. monitor: takes a spare s from the pool (if it is empty, starts one, up
+//      to max_activations, and retries when it has joined the pool; past the
 //      limit, counts pool_exhausted and leaves vp blocked), then CAS a
 //      InCall -> Blocked. If that fails, a already returned: s goes back to
 //      the pool.
-//   4. w: takes vp itself (job TakeOver(vp)), leaves SCHED_IDLE, pins itself
-//      to vp's CPU, makes s the watcher (futex-wakes it), and upcalls
-//      activation_blocked(vp, a), running vp's scheduler. (Where the process
-//      may not leave SCHED_IDLE, w stays the watcher and futex-wakes s with
-//      the TakeOver job instead: one more wake-up.)
+//   4. monitor: s.job = TakeOver(vp); futex-wake s; s upcalls
+//      activation_blocked(vp, a) and runs vp's scheduler.
 //   5. a's call returns; exit_call(): CAS InCall -> Running. Success: nothing
-//      happened (fast path). Failure: a is Blocked, so vp is w's now; a moves
+//      happened (fast path). Failure: a is Blocked, so vp is s's now; a moves
 //      to Running and upcalls activation_unblocked(a): the scheduler requeues
 //      the calling fiber and makes a's upcall that ran vp return; a -> Spare.
 //
@@ -50,7 +46,7 @@
 // paper's "continue it temporarily"): step 3 moves it User -> Lost. It cannot
 // give its fiber back when it wakes (the fiber is at an arbitrary
 // instruction), so it is held, UMS-style:
-//   6. watcher: a's switch-in record shows it woke; it tgkill()s a with
+//   6. monitor: a's switch-in record shows it woke; it tgkill()s a with
 //      kHoldSignal (the measured I1 window runs from that record).
 //   7. a, in the signal handler or at its next enter_runtime(), whichever
 //      is first: CAS Lost -> Held; upcall activation_held(a): the runtime
@@ -60,7 +56,7 @@
 //      wait_for_processor().
 //   8. a VProc's loop (on activation h) finds a queued: it hands itself over
 //      (give_processor), h leaves its loop and turns Spare, a resumes its
-//      fiber on that processor. When the pool is exhausted, the watcher also
+//      fiber on that processor. When the pool is exhausted, the monitor also
 //      gives a held activation the processor of an activation blocked in an
 //      announced call (it would otherwise wait for a processor that no
 //      running activation can give).
@@ -72,8 +68,13 @@
 // return at once. (c) Migrating the fiber of a Lost activation to another
 // kernel thread from the signal handler: the fiber may be inside malloc or
 // other code with per-thread state (tcache, errno), so its thread keeps it.
-// (d) A monitor thread of its own (sessions 1-3) that futex-woke a spare:
-// two wake-ups in a row on the handoff's critical path instead of one.
+// (d) Leader/followers (tried in 89d4a33): one spare at a time watches the
+// records and takes a blocked processor itself, waking a spare as the next
+// watcher; one wake-up instead of two. But the watcher must run SCHED_IDLE
+// and unpinned, so taking over costs sched_setscheduler and a re-pin on the
+// critical path (1.6 and 1.9 µs per call on the 2-CPU VM, where a bare
+// syscall costs 0.7 µs), plus the successor's wake-up: annotated handoff p50
+// went from 12.6 to 15.3 µs (medians of 6 interleaved runs), so it went.
 
 #include <atomic>
 #include <cstdint>
@@ -165,7 +166,7 @@ struct ShimStats {
   uint64_t pool_exhausted = 0;    // blocked calls left holding their processor
   uint64_t held = 0;              // activations held after an unannounced block
   LatencyHistogram held_window_us;  // woke (kernel record) -> held: user code beside the spare
-  int activations_started = 0;    // kernel threads started so far, not counting the watcher
+  int activations_started = 0;    // kernel threads started so far
   int activations_high_water = 0;
   int running = 0;                // activations owning a processor now (I1: <= processors)
   LatencyHistogram handoff_us;    // block (kernel record) -> spare running the scheduler
@@ -173,7 +174,6 @@ struct ShimStats {
   LatencyHistogram handoff_detected_us;  // ... for unannounced blocks
   uint64_t preempted = 0;         // processor_preempted notices
   uint64_t donations = 0;         // processors donated to preempted spinlock holders
-  uint64_t self_takeovers = 0;    // handoffs where the watcher that saw the block took the processor
 };
 
 class BlockMonitor;
@@ -244,7 +244,8 @@ class Shim {
   int wait_for_processor(Activation& a) noexcept;
   // give_processor() hands processor `vp` to Held activation `a` (taken with
   // take_held()). Called by the activation running `vp`, which becomes
-  // Leaving and must leave its loop. Never blocks.
+  // Leaving and must leave its loop, or by the monitor for a processor whose
+  // activation is blocked. Never blocks.
   void give_processor(Activation& a, int vp) noexcept;
   // hold() holds Lost activation `a` (the caller); false if it was not Lost.
   bool hold(Activation& a) noexcept;
@@ -297,12 +298,7 @@ class Shim {
   // if no spare is free yet but one is starting: call again soon.
   // `from_monitor` false (Shim::fault_seen): only a User activation, only
   // to a spare (the held-taker branch would make the caller Leaving).
-  // `watcher` (the calling watcher, or null): it may take the processor
-  // itself, with a spare as the next watcher (BlockMonitor::succeed; the
-  // caller then returns from watch() and runs its TakeOver job).
-  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true, Activation* watcher = nullptr) noexcept;
-  // pass_watch() makes spare `next` the watcher (wakes it).
-  void pass_watch(Activation* next) noexcept;
+  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true) noexcept;
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -337,29 +333,15 @@ class Shim {
     std::lock_guard<std::mutex> lock_;
   };
 
-  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4, kWatch = 5 };
+  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4 };
   static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 3; }
   static JobKind kind_of(uint32_t job) noexcept { return static_cast<JobKind>(job & 7); }
   static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
-  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor,
-                      Activation* watcher) noexcept;  // handoff(), exclusive
-  // counted() is how many of `n` started activations the limit counts (all
-  // but the watcher).
-  int counted(size_t n) const noexcept;
-  // park_policy() makes the calling activation `a`, on its way into the
-  // pool (idle_spares_ only) or about to watch, SCHED_IDLE and unpinned, as
-  // a watcher runs; run_policy() makes it SCHED_OTHER again when it takes a
-  // processor.
-  void park_policy(Activation& a, bool watcher = false) noexcept;
-  void run_policy(Activation& a) noexcept;
+  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
   Activation* take_spare() noexcept;
-  // resume_held() stores `a`'s Resume job for `vp` and wakes it; the
-  // caller's own state is not touched (the watcher hands over a blocked
-  // activation's processor this way).
-  void resume_held(Activation& a, int vp) noexcept;
   Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
@@ -394,9 +376,6 @@ class Shim {
   std::atomic<bool> stopping_{false};
   std::atomic<int> starting_{0};             // started, not yet in the pool
   std::atomic<bool> warned_exhausted_{false};
-  // Spares wait in the pool SCHED_IDLE, so that one can watch at once; only
-  // if this process may leave SCHED_IDLE again (set by start()).
-  bool idle_spares_ = false;
 
   std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0};
   std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
@@ -406,7 +385,6 @@ class Shim {
   std::atomic<uint64_t> detected_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> n_preempted_{0};
   std::atomic<uint64_t> n_donations_{0};
-  std::atomic<uint64_t> n_self_takeovers_{0};
 
  public:
   // preempted() is called by the monitor for each preemption record of an
