@@ -362,7 +362,12 @@ void Shim::record_handoff(int64_t blocked_at_ns, bool call) noexcept {
 
 void Shim::preempted(Activation& a) noexcept {
   const ActivationState st = a.state();
-  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return;
+  // The record may be read long after it was written (the monitor runs on
+  // idle CPUs only): an activation that has gone Idle since still owns its
+  // processor, and was preempted while it ran it.
+  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall &&
+      st != ActivationState::Idle)
+    return;
   // A spare that just left the pool is Running before its first job's
   // processor is stored (and the record may predate it): no processor yet.
   const int vp = a.vproc.load(std::memory_order_relaxed);
