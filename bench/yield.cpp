@@ -9,10 +9,20 @@
 //
 // Ratio: ratio_vs_raw_context = sa / raw_context (the goal is <= 2).
 // Also reports sa switches_per_op: runtime context switches (Stats) per yield.
+//
+// SA_YIELD_PROFILE=sa:N or raw:N (environment) runs one side once with N
+// iterations and no timing or report, for instruction counting under
+// `valgrind --tool=callgrind`: the difference between two runs with
+// different N, divided by the difference in yields (2 per iteration for
+// sa) or jumps (2 per iteration for raw), is the cost of one, with
+// start-up and shutdown cancelled out.
 
 #include <boost/context/detail/fcontext.hpp>
 #include <sa/sa.hpp>
 #include <sys/mman.h>
+
+#include <cstdlib>
+#include <string_view>
 
 #include "harness.hpp"
 
@@ -63,6 +73,19 @@ double raw_switch(long n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (const char* profile = std::getenv("SA_YIELD_PROFILE")) {
+    const std::string_view p = profile;
+    const bool sa_side = p.starts_with("sa:");
+    if (!sa_side && !p.starts_with("raw:")) fail(kBench, "SA_YIELD_PROFILE must be sa:N or raw:N");
+    const long n = std::atol(profile + (sa_side ? 3 : 4));
+    if (sa_side) {
+      sa::Runtime rt{{.vprocs = 1}};
+      sa_yield(rt, n);
+    } else {
+      raw_switch(n);
+    }
+    return 0;
+  }
   Args args = parse_args(argc, argv, kBench);
   const long n = args.pick(1'000'000L, 200'000L);
 
