@@ -376,34 +376,10 @@ void Shim::preempted(Activation& a) noexcept {
   handler_.processor_preempted(vp, a);
 }
 
-bool Shim::enter_runtime() noexcept {
-  Activation* a = Activation::current();
-  if (!a) return false;
-  for (;;) {
-    switch (a->state()) {
-      case ActivationState::User:
-        // The monitor may move us to Lost meanwhile: then loop and hold.
-        if (a->try_state(ActivationState::User, ActivationState::Running)) return true;
-        break;
-      case ActivationState::Lost:
-        if (a->shim->hold(*a)) {
-          a->set_state(ActivationState::Held, ActivationState::Running);
-          return true;
-        }
-        break;
-      default:
-        return false;  // already in the runtime (or plain mode)
-    }
-  }
-}
+// Shim::enter_runtime() and Shim::to_user() are inline (shim.hpp): every
+// runtime call a fiber makes passes there.
 
 void Shim::leave_runtime() noexcept { Activation::current()->set_state(ActivationState::Running, ActivationState::User); }
-
-void Shim::to_user() noexcept {
-  Activation* a = Activation::current();
-  if (a && a->shim && a->shim->options_.activations)
-    a->set_state(ActivationState::Running, ActivationState::User);
-}
 
 bool Shim::hold(Activation& a) noexcept {
   if (!a.try_state(ActivationState::Lost, ActivationState::Held)) return false;

@@ -231,11 +231,16 @@ class Shim {
   // activation is Lost it first holds until it has a processor again.
   // Returns true if the caller must call leave_runtime() (Running -> User).
   // Cheap: one load, and one CAS in activations mode. Never blocks unless
-  // Lost.
+  // Lost. Inline (below): in plain mode (always Running) and in nested
+  // runtime code it is a thread-local load, a load and a branch.
   static bool enter_runtime() noexcept;
+  // leave_runtime() is called only when enter_runtime() returned true
+  // (activations mode). Out of line on purpose: the caller may have
+  // switched fibers and moved to another kernel thread since it entered,
+  // and a call re-reads the thread's own activation.
   static void leave_runtime() noexcept;
   // to_user() marks the start of a fiber's own code (Running -> User) in
-  // activations mode; no-op otherwise.
+  // activations mode; no-op otherwise. Inline: the mode check.
   static void to_user() noexcept;
 
   // wait_for_processor() parks the Held calling activation `a` until
@@ -393,5 +398,28 @@ class Shim {
 
  private:
 };
+
+inline bool Shim::enter_runtime() noexcept {
+  Activation* a = Activation::current();
+  if (!a) return false;
+  for (;;) {
+    const ActivationState s = a->state();
+    if (s == ActivationState::User) {
+      // The monitor may move us to Lost meanwhile: then loop and hold.
+      if (a->try_state(ActivationState::User, ActivationState::Running)) return true;
+      continue;
+    }
+    if (s != ActivationState::Lost) return false;  // already in the runtime (or plain mode)
+    if (a->shim->hold(*a)) {
+      a->set_state(ActivationState::Held, ActivationState::Running);
+      return true;
+    }
+  }
+}
+
+inline void Shim::to_user() noexcept {
+  Activation* a = Activation::current();
+  if (a && a->shim && a->shim->options_.activations) a->set_state(ActivationState::Running, ActivationState::User);
+}
 
 }  // namespace sa::shim
