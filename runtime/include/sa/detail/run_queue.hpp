@@ -11,6 +11,13 @@
 // slot it copied can only have been overwritten if its CAS fails. A thief
 // takes half of the queue in one CAS.
 //
+// Owner-only mode (set_owner_only()): a queue that no thief can reach (its
+// runtime has one VProc, and a VProc never steals from itself) has a single
+// consumer, its owner, so pop() commits with plain stores of `head` and
+// `next` instead of a CAS or an exchange: a yield on such a VProc then makes
+// no locked instruction. Readers on other threads (empty(), size(): wakers,
+// Runtime::stats) only look, as before.
+//
 // Rejected: a Chase-Lev deque (Chase and Lev, SPAA 2005). Its owner pops
 // LIFO, which makes yield() unfair (the yielding fiber is popped straight back)
 // and needs a growable array with deferred reclamation. A full ring instead
@@ -85,16 +92,28 @@ class RunQueue {
     if (!try_push(f)) push_full(f, global);
   }
 
+  // set_owner_only() declares that no thief will ever take from this queue
+  // (see the top of this file). Call before the queue is first used.
+  void set_owner_only() noexcept { owner_only_ = true; }
+
   // push_next() makes `f` run next; the fiber it displaces goes to the tail.
   void push_next(FiberCtl* f, GlobalQueue& global) noexcept {
-    // acq_rel: pairs with a thief's CAS of next_ (steal_next).
-    FiberCtl* old = next_.exchange(f, std::memory_order_acq_rel);
+    FiberCtl* old;
+    if (owner_only_) {
+      old = next_.load(std::memory_order_relaxed);  // only we write it
+      // release: for the readers that only look (empty()); nobody else takes it.
+      next_.store(f, std::memory_order_release);
+    } else {
+      // acq_rel: pairs with a thief's CAS of next_ (steal_next).
+      old = next_.exchange(f, std::memory_order_acq_rel);
+    }
     if (old) push(old, global);
   }
 
   // pop() takes the next fiber to run: the `next` slot unless `skip_next`,
   // then the head. Owner only.
   FiberCtl* pop(bool skip_next = false) noexcept {
+    if (owner_only_) return pop_owner_only(skip_next);
     if (!skip_next && next_.load(std::memory_order_relaxed)) {
       FiberCtl* f = next_.exchange(nullptr, std::memory_order_acquire);
       if (f) return f;
@@ -174,6 +193,25 @@ class RunQueue {
     }
   }
 
+  // pop_owner_only() is pop() for an owner-only queue: nobody else
+  // consumes, so the owner's plain loads and stores suffice.
+  FiberCtl* pop_owner_only(bool skip_next) noexcept {
+    FiberCtl* f = next_.load(std::memory_order_relaxed);
+    if (f && !skip_next) {
+      next_.store(nullptr, std::memory_order_relaxed);
+      return f;
+    }
+    const uint32_t h = head_.load(std::memory_order_relaxed);  // only we write it
+    if (tail_.load(std::memory_order_relaxed) != h) {          // and this one
+      FiberCtl* g = buf_[h % kCapacity].load(std::memory_order_relaxed);
+      // release: for the readers that only look (empty(), size()).
+      head_.store(h + 1, std::memory_order_release);
+      return g;
+    }
+    if (f) next_.store(nullptr, std::memory_order_relaxed);
+    return f;
+  }
+
   FiberCtl* steal_next() noexcept {
     FiberCtl* f = next_.load(std::memory_order_acquire);
     if (f && next_.compare_exchange_strong(f, nullptr, std::memory_order_acq_rel)) return f;
@@ -195,6 +233,7 @@ class RunQueue {
   alignas(64) std::atomic<uint32_t> head_{0};
   alignas(64) std::atomic<uint32_t> tail_{0};
   std::atomic<FiberCtl*> next_{nullptr};
+  bool owner_only_ = false;  // set_owner_only(): no thief
   std::atomic<FiberCtl*> buf_[kCapacity] = {};
 };
 
