@@ -14,12 +14,6 @@ namespace {
 
 thread_local VProc* tl_vproc = nullptr;
 
-// Every kGlobalEvery-th local pick looks at the global queue and the timers
-// first, so neither starves behind fibers that keep handing off locally.
-constexpr uint32_t kGlobalEvery = 61;
-// Every kSkipNextEvery-th pick takes the head of the run queue before the
-// `next` slot, so two fibers waking each other cannot starve the rest.
-constexpr uint32_t kSkipNextEvery = 32;
 // How long a VProc with nothing to do searches (steals) before sleeping,
 // while another VProc runs fibers (work may appear to steal) ...
 constexpr int64_t kSearchNs = 20'000;
@@ -127,26 +121,9 @@ FiberCtl* VProc::first_run(FiberCtl* f) noexcept {
 }
 
 FiberCtl* VProc::pick_periodic() noexcept {
+  periodic_countdown_ = kGlobalEvery;
   if (!timers.empty()) timers.fire_expired(now_ns());
   return core.global.pop();
-}
-
-FiberCtl* VProc::pick_local() noexcept {
-  // Revoked: go through the loop, which stands the VProc down. A held
-  // activation waits for a processor: likewise, the loop hands this one
-  // over, but on every other turn only (held_turn()), so the ready fibers
-  // here are not starved by activations that fault again and again.
-  if (revoked.load(std::memory_order_relaxed)) return nullptr;
-  if (core.has_held() && held_turn()) return nullptr;
-  for (;;) {
-    FiberCtl* f = nullptr;
-    const uint32_t tick = ++tick_;
-    if (tick % kGlobalEvery == 0) f = pick_periodic();
-    if (!f) f = inbox.pop();
-    if (!f) f = runq.pop(tick % kSkipNextEvery == 0);
-    if (!f) return nullptr;
-    if ((f = prepare(f))) return f;
-  }
 }
 
 void VProc::switch_from(FiberCtl* self, PostSwitch action, void* arg, bool self_dies) noexcept {

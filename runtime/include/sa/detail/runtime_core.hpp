@@ -177,4 +177,24 @@ void fail_unstarted(FiberCtl* f) noexcept;
 // set_current_vproc() records the VProc the calling activation runs.
 void set_current_vproc(VProc* vp) noexcept;
 
+// VProc::pick_local() is here, not in vproc.hpp: it asks the RuntimeCore
+// about held activations.
+inline FiberCtl* VProc::pick_local() noexcept {
+  // Revoked: go through the loop, which stands the VProc down. A held
+  // activation waits for a processor: likewise, the loop hands this one
+  // over, but on every other turn only (held_turn()), so the ready fibers
+  // here are not starved by activations that fault again and again.
+  if (revoked.load(std::memory_order_relaxed)) return nullptr;
+  if (core.has_held() && held_turn()) return nullptr;
+  for (;;) {
+    FiberCtl* f = nullptr;
+    const uint32_t tick = ++tick_;
+    if (--periodic_countdown_ == 0) [[unlikely]] f = pick_periodic();
+    if (!f) f = inbox.pop();
+    if (!f) f = runq.pop(tick % kSkipNextEvery == 0);
+    if (!f) return nullptr;
+    if ((f = prepare(f))) return f;
+  }
+}
+
 }  // namespace sa::detail

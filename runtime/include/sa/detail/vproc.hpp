@@ -112,7 +112,8 @@ class VProc {
   // pick_local() returns the next fiber to run from this VProc's own queues
   // (and, now and then, expired timers and the global queue), ready to
   // switch to (its stack prepared), or null. Never blocks. It does not poll
-  // the poller: the caller may be a fiber that is parking on I/O.
+  // the poller: the caller may be a fiber that is parking on I/O. Inline
+  // (runtime_core.hpp): every yield and park passes here.
   FiberCtl* pick_local() noexcept;
 
   // switch_from() switches the running fiber `self` to the next local fiber,
@@ -172,6 +173,14 @@ class VProc {
     return f;
   }
   [[gnu::noinline]] FiberCtl* first_run(FiberCtl* f) noexcept;
+  // Every kGlobalEvery-th local pick looks at the global queue and the
+  // timers first, so neither starves behind fibers that keep handing off
+  // locally (periodic_countdown_ counts down to it: no division on the
+  // switch path).
+  static constexpr uint32_t kGlobalEvery = 61;
+  // Every kSkipNextEvery-th pick takes the head of the run queue before
+  // the `next` slot, so two fibers waking each other cannot starve the rest.
+  static constexpr uint32_t kSkipNextEvery = 32;
   // pick_periodic() fires expired timers and takes from the global queue:
   // what every kGlobalEvery-th local pick looks at first. Out of line, off
   // the switch path.
@@ -196,6 +205,7 @@ class VProc {
   bool held_turn_ = false;
   bool searching_ = false;
   uint32_t tick_ = 0;
+  uint32_t periodic_countdown_ = kGlobalEvery;
   uint32_t steal_start_ = 0;
 };
 
