@@ -40,6 +40,28 @@ TEST_CASE("yield with nothing else ready returns at once") {
   SUCCEED();
 }
 
+TEST_CASE("a one-VProc run queue (no thief: plain pops) spills over and loses no fiber") {
+  // More ready fibers than the run queue holds (RunQueue::kCapacity = 256):
+  // yields spill half of the ring to the global queue, which the periodic
+  // pick and the loop take back from.
+  sa_test::Watchdog wd{std::chrono::seconds(30), "one-VProc spill"};
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    constexpr int kFibers = 700, kRounds = 20;
+    int runs = 0;
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < kFibers; ++i)
+      fibers.push_back(sa::spawn([&runs] {
+        for (int r = 0; r < kRounds; ++r) {
+          ++runs;  // one VProc: no data race
+          sa::this_fiber::yield();
+        }
+      }));
+    for (auto& f : fibers) f.join();
+    CHECK(runs == kFibers * kRounds);
+  });
+}
+
 TEST_CASE("compute work spreads over every VProc") {
   const int vprocs = GENERATE(2, 4);
   sa_test::Watchdog wd{std::chrono::seconds(30), "work spreading"};
