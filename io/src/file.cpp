@@ -22,14 +22,10 @@ namespace {
 File File::open(const std::string& path, int flags, mode_t mode, std::error_code& ec) noexcept {
   ec.clear();
   flags |= O_CLOEXEC;
-  int err;
-  detail::Reactor* r = detail::current_reactor(err);
   int fd;
-  if (r) {
-    fd = detail::call(*r, sa::detail::TimerHeap::kNever, -1,
+  if (sa::detail::current_fiber()) {
+    fd = detail::call(sa::detail::TimerHeap::kNever, -1,
                       [&](io_uring_sqe* s) { io_uring_prep_openat(s, AT_FDCWD, path.c_str(), flags, mode); });
-  } else if (err) {
-    fd = -err;
   } else {
     fd = ::open(path.c_str(), flags, mode);
     if (fd < 0) fd = -errno;
@@ -66,16 +62,12 @@ void File::write_at(const void* buf, std::size_t n, off_t offset) {
 }
 
 void File::fsync(bool datasync) {
-  int err;
-  detail::Reactor* r = detail::current_reactor(err);
   int res;
-  if (r) {
+  if (sa::detail::current_fiber()) {
     const int fd = fd_.get();
-    res = detail::call(*r, sa::detail::TimerHeap::kNever, fd, [&](io_uring_sqe* s) {
+    res = detail::call(sa::detail::TimerHeap::kNever, fd, [&](io_uring_sqe* s) {
       io_uring_prep_fsync(s, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
     });
-  } else if (err) {
-    res = -err;
   } else {
     res = datasync ? ::fdatasync(fd_.get()) : ::fsync(fd_.get());
     if (res < 0) res = -errno;

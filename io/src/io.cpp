@@ -50,26 +50,26 @@ int wait_thread(int fd, short events, Deadline deadline) noexcept {
 // With a user's O_NONBLOCK fd io_uring may report EAGAIN; then the fiber
 // waits for readiness (a poll operation) and tries again.
 template <class Prep>
-ssize_t retrying(Reactor& r, int fd, short events, Deadline deadline, Prep&& prep) noexcept {
+ssize_t retrying(int fd, short events, Deadline deadline, Prep&& prep) noexcept {
   const int64_t dl = detail::deadline_ns(deadline);
   for (;;) {
-    const int res = detail::call(r, dl, fd, prep);
+    const int res = detail::call(dl, fd, prep);
     if (res != -EAGAIN) return ret(res);
-    const int p = detail::call(r, dl, fd, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, events); });
+    const int p = detail::call(dl, fd, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, events); });
     if (p < 0) return fail(p);
   }
 }
 
-// The calls all follow one shape: in a fiber the io_uring operation, else
-// the plain call after an optional wait for readiness.
-#define SA_IO_CALL(fd, events, deadline, prep, plain)                    \
-  do {                                                                   \
-    int err_;                                                            \
-    Reactor* r_ = detail::current_reactor(err_);                         \
-    if (r_) return retrying(*r_, fd, events, deadline, prep);            \
-    if (err_) return fail(-err_);                                        \
-    if (wait_thread(fd, events, deadline) < 0) return -1;                \
-    return plain;                                                        \
+inline bool in_fiber() noexcept { return sa::detail::current_fiber() != nullptr; }
+
+// The calls all follow one shape: in a fiber the io_uring operation (which
+// finds the reactor, or reports why there is none), else the plain call
+// after an optional wait for readiness.
+#define SA_IO_CALL(fd, events, deadline, prep, plain)         \
+  do {                                                        \
+    if (in_fiber()) return retrying(fd, events, deadline, prep); \
+    if (wait_thread(fd, events, deadline) < 0) return -1;     \
+    return plain;                                             \
   } while (0)
 
 }  // namespace
@@ -150,14 +150,12 @@ int connect_thread(int fd, const sockaddr* addr, socklen_t len, Deadline deadlin
 }  // namespace
 
 int connect(int fd, const sockaddr* addr, socklen_t addrlen, Deadline deadline) noexcept {
-  int err;
-  Reactor* r = detail::current_reactor(err);
-  if (!r) return err ? static_cast<int>(fail(-err)) : connect_thread(fd, addr, addrlen, deadline);
-  const int res = detail::call(*r, detail::deadline_ns(deadline), fd,
+  if (!in_fiber()) return connect_thread(fd, addr, addrlen, deadline);
+  const int res = detail::call(detail::deadline_ns(deadline), fd,
                                [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, addrlen); });
   if (res == -EINPROGRESS || res == -EALREADY) {
     // A non-blocking socket of the caller's: wait for the outcome.
-    const int p = detail::call(*r, detail::deadline_ns(deadline), fd,
+    const int p = detail::call(detail::deadline_ns(deadline), fd,
                                [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, POLLOUT); });
     if (p < 0) return static_cast<int>(fail(p));
     int soerr = 0;
@@ -187,14 +185,10 @@ ssize_t recvfrom(int fd, void* buf, std::size_t n, int flags, sockaddr* from, so
   msg.msg_namelen = from && fromlen ? *fromlen : 0;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  int err;
-  Reactor* r = detail::current_reactor(err);
   ssize_t got;
-  if (r) {
-    got = retrying(*r, fd, POLLIN, deadline,
+  if (in_fiber()) {
+    got = retrying(fd, POLLIN, deadline,
                    [&](io_uring_sqe* s) { io_uring_prep_recvmsg(s, fd, &msg, static_cast<unsigned>(flags)); });
-  } else if (err) {
-    return fail(-err);
   } else {
     if (wait_thread(fd, POLLIN, deadline) < 0) return -1;
     got = ::recvmsg(fd, &msg, flags);
@@ -221,7 +215,7 @@ namespace {
 
 // poll_many() waits for any of several fds through one epoll fd, which is
 // itself pollable: one io_uring poll operation stands for the whole set.
-int poll_many(Reactor& r, pollfd* fds, nfds_t nfds, int64_t dl) noexcept {
+int poll_many(pollfd* fds, nfds_t nfds, int64_t dl) noexcept {
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) return -1;
   for (nfds_t i = 0; i < nfds; ++i) {
@@ -237,7 +231,7 @@ int poll_many(Reactor& r, pollfd* fds, nfds_t nfds, int64_t dl) noexcept {
   }
   int n;
   for (;;) {
-    const int res = detail::call(r, dl, ep, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, ep, POLLIN); });
+    const int res = detail::call(dl, ep, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, ep, POLLIN); });
     if (res == -ETIMEDOUT) {
       n = 0;
       break;
@@ -258,9 +252,7 @@ int poll_many(Reactor& r, pollfd* fds, nfds_t nfds, int64_t dl) noexcept {
 }  // namespace
 
 int poll(pollfd* fds, nfds_t nfds, int timeout_ms) noexcept {
-  int err;
-  Reactor* r = detail::current_reactor(err);
-  if (!r) return err ? static_cast<int>(fail(-err)) : ::poll(fds, nfds, timeout_ms);
+  if (!in_fiber()) return ::poll(fds, nfds, timeout_ms);
   const Deadline deadline =
       timeout_ms < 0 ? kNoDeadline : Clock::now() + std::chrono::milliseconds(timeout_ms);
   if (nfds == 0) {
@@ -272,9 +264,9 @@ int poll(pollfd* fds, nfds_t nfds, int timeout_ms) noexcept {
   const int now = ::poll(fds, nfds, 0);
   if (now != 0 || timeout_ms == 0) return now;
   const int64_t dl = detail::deadline_ns(deadline);
-  if (nfds > 1) return poll_many(*r, fds, nfds, dl);
+  if (nfds > 1) return poll_many(fds, nfds, dl);
   for (;;) {
-    const int res = detail::call(*r, dl, fds[0].fd, [&](io_uring_sqe* s) {
+    const int res = detail::call(dl, fds[0].fd, [&](io_uring_sqe* s) {
       io_uring_prep_poll_add(s, fds[0].fd, static_cast<unsigned>(static_cast<uint16_t>(fds[0].events)));
     });
     if (res == -ETIMEDOUT) return 0;
@@ -290,7 +282,7 @@ namespace {
 // calling fiber's runtime with operations in flight (see <sa/io.hpp>).
 int cancel_all(int fd) noexcept {
   sa::detail::RuntimeSection section;  // no shim handoff while we hold the batch's lock
-  if (!sa::detail::current_fiber() || !detail::fd_busy(fd)) return 0;
+  if (!in_fiber()) return 0;
   sa::detail::VProc* vp = sa::detail::current_vproc();
   sa::detail::RuntimeCore& core = vp->core;
   detail::CancelBatch b;
@@ -299,8 +291,8 @@ int cancel_all(int fd) noexcept {
   try {
     for (int i = 0; i < core.size(); ++i) {
       // acquire: pairs with install_poller's release.
-      auto* r = dynamic_cast<Reactor*>(core.vproc(i).poller.load(std::memory_order_acquire));
-      if (r && r->in_flight() > 0) targets.push_back(r);
+      Reactor* r = Reactor::of(core.vproc(i).poller.load(std::memory_order_acquire));
+      if (r && r->busy(fd)) targets.push_back(r);
     }
   } catch (...) {
     errno = ENOMEM;

@@ -29,10 +29,18 @@ constexpr uint64_t kWakeData = 3;  // the armed poll on the wake eventfd
 
 constexpr unsigned kSqEntries = 256;
 constexpr unsigned kCqEntries = 8192;
-// Queued SQEs are submitted at once when nothing else is ready on this
-// VProc; otherwise once kBatch are queued or after kMaxDeferredPolls polls.
-constexpr unsigned kBatch = 32;
-constexpr unsigned kMaxDeferredPolls = 8;
+// poll() enters the kernel (to submit queued SQEs, or to run the task work
+// that turns readiness into CQEs) at once when nothing else is ready on this
+// VProc; while fibers are ready, only once kBatch SQEs are queued or after
+// kMaxDeferredPolls polls. Each poll follows a fiber's run of a few
+// microseconds, so this bounds the delay and lets one io_uring_enter carry
+// the operations of a whole round of fibers.
+constexpr unsigned kBatch = 64;
+constexpr unsigned kMaxDeferredPolls = 32;
+// A fiber whose operations keep completing inline (wait_for) never switches;
+// after this many in a row it parks once anyway, so the loop fires this
+// VProc's timers and looks at the global queue.
+constexpr unsigned kMaxInlineStreak = 16;
 
 __kernel_timespec to_timespec(int64_t ns) noexcept {
   __kernel_timespec ts{};
@@ -41,18 +49,7 @@ __kernel_timespec to_timespec(int64_t ns) noexcept {
   return ts;
 }
 
-std::atomic<uint32_t> g_fd_ops[kFdTableSize];
-
-void fd_count(int fd, int delta) noexcept {
-  // relaxed: a hint for close(); the cancel protocol orders the rest.
-  if (fd >= 0 && fd < kFdTableSize) g_fd_ops[fd].fetch_add(static_cast<uint32_t>(delta), std::memory_order_relaxed);
-}
-
 }  // namespace
-
-bool fd_busy(int fd) noexcept {
-  return fd < 0 || fd >= kFdTableSize || g_fd_ops[fd].load(std::memory_order_relaxed) != 0;
-}
 
 void Op::set_state(OpState from, OpState to) noexcept {
   if (state != from) {
@@ -77,6 +74,11 @@ Reactor::Reactor() {
     r = io_uring_queue_init_params(kSqEntries, &ring_, &p);
   }
   if (r < 0) throw std::system_error(-r, std::system_category(), "sa::io: io_uring_queue_init");
+  fd_ops_.reset(static_cast<uint32_t*>(std::calloc(kFdTableSize, sizeof(uint32_t))));
+  if (!fd_ops_) {
+    io_uring_queue_exit(&ring_);
+    throw std::bad_alloc();
+  }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) {
     const int e = errno;
@@ -93,18 +95,15 @@ Reactor::~Reactor() {
 }
 
 Reactor* Reactor::current() {
-  // Look up and install on one VProc: under ShimMode::on, without the
-  // section a block in the ring's set-up could move us to another VProc.
-  sa::detail::RuntimeSection section;
   if (!sa::detail::current_fiber()) return nullptr;
   sa::detail::Poller* p = sa::detail::poller_of_current();
   if (!p) p = &sa::detail::install_poller(std::make_unique<Reactor>());
-  auto* r = dynamic_cast<Reactor*>(p);
+  Reactor* r = of(p);
   if (!r) throw std::logic_error("sa::io: this VProc's poller is not an sa::io reactor");
   return r;
 }
 
-Reactor* current_reactor(int& err) noexcept {
+Reactor* install_reactor(int& err) noexcept {
   err = 0;
   try {
     return Reactor::current();
@@ -133,8 +132,21 @@ io_uring_sqe* Reactor::sqe(unsigned need) noexcept {
   }
 }
 
-int Reactor::run(Op& op, io_uring_sqe* s, int64_t deadline, int fd) noexcept {
-  fd_count(fd, 1);
+void Reactor::fd_count(int fd, uint32_t delta) noexcept {
+  if (fd < 0 || fd >= kFdTableSize) return;
+  // relaxed: this VProc is the only writer; readers take it as a hint.
+  std::atomic_ref<uint32_t> n(fd_ops_[fd]);
+  n.store(n.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+}
+
+bool Reactor::busy(int fd) const noexcept {
+  if (in_flight() == 0) return false;
+  if (fd < 0 || fd >= kFdTableSize) return true;
+  return std::atomic_ref<uint32_t>(fd_ops_[fd]).load(std::memory_order_relaxed) != 0;
+}
+
+int Reactor::run(Op& op, io_uring_sqe* s, int64_t deadline) noexcept {
+  fd_count(op.fd, 1);
   io_uring_sqe_set_data(s, &op);
   op.pending = 1;
   if (deadline != sa::detail::TimerHeap::kNever) {
@@ -145,16 +157,34 @@ int Reactor::run(Op& op, io_uring_sqe* s, int64_t deadline, int fd) noexcept {
     io_uring_sqe_set_data64(t, reinterpret_cast<uintptr_t>(&op) | kTagTimeout);
     op.pending = 2;
   }
-  op.set_state(OpState::Prepared, OpState::InKernel);
   // relaxed: only this VProc writes it; others read it as a hint.
   in_flight_.store(in_flight_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  sa::detail::park(op.w, nullptr, sa::detail::TimerHeap::kNever);
-  // Resumed, perhaps on another VProc: `this` may belong to another thread
-  // now; read only `op`, which the reactor handed back with try_wake.
-  fd_count(fd, -1);
+  wait_for(op);
+  // Perhaps resumed on another VProc: `this` may belong to another thread
+  // now; read only `op`, which the reactor handed back.
   int res = op.res;
   if (op.timed_out && (res == -ECANCELED || res == -EINTR)) res = -ETIMEDOUT;
   return res;
+}
+
+void Reactor::wait_for(Op& op) noexcept {
+  if (others_ready() || ++inline_streak_ > kMaxInlineStreak) {
+    // The loop submits with the SQEs of the fibers that run next (or,
+    // after a streak, fires its timers first).
+    op.set_state(OpState::Prepared, OpState::InKernel);
+  } else {
+    // The loop would submit as soon as we park and come straight back to
+    // us if the operation completed inline (a socket with data waiting, or
+    // room to send): submit and reap here and skip both switches. Other
+    // fibers' CQEs reaped meanwhile wake them as poll() would; ours only
+    // moves the Op to Done, since we are running.
+    op.set_state(OpState::Prepared, OpState::Inline);
+    submit();
+    reap();
+    if (op.state == OpState::Done) return;
+    op.set_state(OpState::Inline, OpState::InKernel);
+  }
+  sa::detail::park(op.w, nullptr, sa::detail::TimerHeap::kNever);
 }
 
 void Reactor::post_cancel(CancelBatch* batch) noexcept {
@@ -197,6 +227,7 @@ void Reactor::submit() noexcept {
 void Reactor::flush_kernel() noexcept {
   // Completions wait in task work (COOP_TASKRUN) or in the overflow list
   // until this thread enters the kernel.
+  deferred_polls_ = 0;
   const unsigned flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
   if (flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) io_uring_get_events(&ring_);
 }
@@ -207,11 +238,13 @@ bool Reactor::others_ready() const noexcept {
 }
 
 bool Reactor::poll() noexcept {
+  inline_streak_ = 0;  // a switch or a loop round came
   if (has_cancels_.load(std::memory_order_acquire)) drain_cancels();
-  if (const unsigned queued = io_uring_sq_ready(&ring_)) {
-    if (queued >= kBatch || ++deferred_polls_ >= kMaxDeferredPolls || !others_ready()) submit();
-  } else {
-    flush_kernel();
+  const unsigned queued = io_uring_sq_ready(&ring_);
+  if (queued >= kBatch || !others_ready() || ++deferred_polls_ >= kMaxDeferredPolls) {
+    // Submitting runs the pending task work too.
+    if (queued) submit();
+    else flush_kernel();
   }
   return reap();
 }
@@ -232,9 +265,12 @@ bool Reactor::reap() noexcept {
 bool Reactor::complete(uint64_t data, int32_t res) noexcept {
   if (data == kWakeData) {
     wake_armed_ = false;
+    // One read resets the counter (not EFD_SEMAPHORE), however many wake()s
+    // came. A read armed in the ring instead would save this call but write
+    // into the reactor after the VProc's thread is gone if a wake() raced
+    // with the ring's exit.
     uint64_t v;
-    while (::read(wake_fd_, &v, sizeof v) > 0) {
-    }
+    [[maybe_unused]] const ssize_t n = ::read(wake_fd_, &v, sizeof v);
     return false;
   }
   const uint64_t tag = data & kTagMask;
@@ -253,8 +289,14 @@ bool Reactor::complete(uint64_t data, int32_t res) noexcept {
   if (tag == kTagOp) op->res = res;
   else if (res == -ETIME) op->timed_out = true;  // kTagTimeout
   if (--op->pending != 0) return false;
-  op->set_state(OpState::InKernel, OpState::Done);
+  // The kernel is done with the operation: close() need not cancel it.
+  fd_count(op->fd, static_cast<uint32_t>(-1));
   in_flight_.store(in_flight_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  if (op->state == OpState::Inline) {  // its fiber is running and reaps it (wait_for)
+    op->set_state(OpState::Inline, OpState::Done);
+    return false;
+  }
+  op->set_state(OpState::InKernel, OpState::Done);
   return sa::detail::try_wake(&op->w);  // last touch of `op`
 }
 

@@ -110,3 +110,35 @@ TEST_CASE("reactor: many timed operations expire and the ring drains") {
     ::close(fds[1]);
   });
 }
+
+TEST_CASE("reactor: a fiber whose writes all complete at once still lets its VProc's timers fire") {
+  sa_test::Watchdog wd{20s, "reactor inline completions"};
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    // A plain thread drains the pipe, so every write finds room: each one
+    // completes inline and the writing fiber, alone on the VProc, would
+    // never switch if nothing made it.
+    std::thread drain([&] {
+      char buf[4096];
+      while (::read(fds[0], buf, sizeof buf) > 0) {
+      }
+    });
+    std::atomic<bool> woke{false};
+    sa::Fiber sleeper = sa::spawn([&] {
+      sa::this_fiber::sleep_for(5ms);
+      woke = true;
+    });
+    long writes = 0;
+    while (!woke) {
+      REQUIRE(sa::io::write(fds[1], "x", 1) == 1);
+      ++writes;
+    }
+    sleeper.join();
+    CHECK(writes > 0);
+    ::close(fds[1]);
+    drain.join();
+    ::close(fds[0]);
+  });
+}

@@ -13,7 +13,8 @@
 //     VProc's Poller (runtime/include/sa/detail/poller.hpp). Only the owner
 //     VProc touches its ring: fibers queue SQEs on the ring of the VProc they
 //     run on; the VProc submits them in a batch and reaps completions in
-//     poll(), on the far side of every switch and in every scheduler round.
+//     poll(), on the far side of every switch and in every scheduler round,
+//     or the last ready fiber does it before it parks (step 2).
 //   - Op: per-operation state on the calling fiber's stack (a Waiter, the
 //     result, the count of CQEs still due, the linked timeout's timespec).
 //     Its address is the SQE's user_data. The fiber is woken only when every
@@ -27,28 +28,37 @@
 //     reactor of the runtime that has operations in flight to cancel those on
 //     `fd` (IORING_ASYNC_CANCEL_FD | ALL) and wait for their answers; the
 //     cancelled calls fail with ECANCELED. close() closes the fd only then,
-//     so no operation is left pending on a file nobody can reach. A
-//     process-wide table counts operations in flight per fd, so closing an
-//     idle fd is a plain close(2) with no round trip to the reactors.
+//     so no operation is left pending on a file nobody can reach. Each
+//     reactor counts its operations in flight per fd (only its VProc writes
+//     the counts), so closing an idle fd is a plain close(2) with no round
+//     trip, and a busy one asks only the reactors that have operations on it.
 //
 // Protocol of one operation (a fiber F on VProc V):
 //   1. F takes V's reactor (creating it on first use), gets one SQE, or two
 //      with a deadline, prepares it with user_data = &op and counts the CQEs
 //      it expects (1, or 2 with the linked timeout).
-//   2. F parks on op.w with no lock. This is safe because V polls its ring
-//      only on the far side of a switch: no completion can be reaped, and no
-//      try_wake can reach F, before F is saved.
-//   3. V's poll() submits the queued SQEs (batched: at once if nothing else is
-//      ready here, else after a few rounds or when enough are queued), then
-//      reaps: each CQE decrements op.pending; the last one try_wake()s F.
+//   2. If other fibers are ready on V, F parks on op.w with no lock (Op
+//      InKernel). This is safe because V polls its ring only on the far side
+//      of a switch: no completion can be reaped, and no try_wake can reach
+//      F, before F is saved. If none is ready, V's loop would submit at once
+//      and often run F again straight away (a socket with data waiting, or
+//      room to send): F submits and reaps itself (Op Inline), and returns
+//      without parking if its CQEs came; CQEs of other fibers reaped
+//      meanwhile wake them as step 3 does. Otherwise F parks as above.
+//   3. V's poll() enters the kernel (to submit the queued SQEs and run the
+//      task work that makes CQEs) at once if nothing else is ready here,
+//      else only when enough SQEs are queued or after a few dozen polls: one
+//      io_uring_enter serves a round of fibers. Then it reaps: each CQE
+//      decrements op.pending; the last one try_wake()s F (an Inline Op is
+//      only marked Done: F is running and reaps it itself).
 //   4. F resumes (perhaps on another VProc), maps the result: a negative res
 //      is -errno; ECANCELED after the linked timeout fired becomes ETIMEDOUT.
 //
 // Idle VProcs. When V runs out of work it sleeps in io_uring_enter (the
 // Poller's wait()) instead of a futex, so it wakes for a completion, for its
 // deadline, or for wake(): another thread that gives V work writes an eventfd
-// whose read is kept armed in the ring (re-armed before each sleep; a write
-// that came earlier completes the read at once). No busy polling when idle.
+// whose poll is kept armed in the ring (re-armed before each sleep; a write
+// that came earlier completes the poll at once). No busy polling when idle.
 //
 // Rejected designs.
 //   - One ring for the whole runtime, or a reactor thread: every submission
