@@ -38,8 +38,10 @@ constexpr unsigned kCqEntries = 8192;
 constexpr unsigned kBatch = 64;
 constexpr unsigned kMaxDeferredPolls = 32;
 // A fiber whose operations keep completing inline (wait_for) never switches;
-// after this many in a row it parks once anyway, so the loop fires this
-// VProc's timers and looks at the global queue.
+// after this many in a row it parks once anyway, so that the loop fires this
+// VProc's timers and hands the VProc to a held activation or stands it down
+// if revoked. The global queue is seen less often than when every operation
+// parks: pick_local() looks at it on every kGlobalEvery-th pick only.
 constexpr unsigned kMaxInlineStreak = 16;
 
 __kernel_timespec to_timespec(int64_t ns) noexcept {

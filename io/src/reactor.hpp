@@ -123,7 +123,7 @@ class Reactor final : public sa::detail::Poller {
   io_uring ring_{};
   int wake_fd_ = -1;
   bool wake_armed_ = false;
-  unsigned deferred_polls_ = 0;  // polls that did not enter the kernel
+  unsigned deferred_polls_ = 0;  // polls since the last submission or task-work check
   unsigned inline_streak_ = 0;   // inline submissions (wait_for) since the last poll
   std::atomic<int64_t> in_flight_{0};  // written by the owner only
   // Operations in flight per fd below kFdTableSize, written by the owner

@@ -38,13 +38,17 @@
 //      with a deadline, prepares it with user_data = &op and counts the CQEs
 //      it expects (1, or 2 with the linked timeout).
 //   2. If other fibers are ready on V, F parks on op.w with no lock (Op
-//      InKernel). This is safe because V polls its ring only on the far side
-//      of a switch: no completion can be reaped, and no try_wake can reach
-//      F, before F is saved. If none is ready, V's loop would submit at once
-//      and often run F again straight away (a socket with data waiting, or
-//      room to send): F submits and reaps itself (Op Inline), and returns
-//      without parking if its CQEs came; CQEs of other fibers reaped
-//      meanwhile wake them as step 3 does. Otherwise F parks as above.
+//      InKernel). This is safe because only code running on V reaps V's
+//      ring (V's loop, the far side of a switch, or a fiber's own call on V,
+//      as below), and F keeps V until its context is saved: no completion
+//      of F's can be reaped, and no try_wake can reach F, before that. If
+//      none is ready, V's loop would submit at once and often run F again
+//      straight away (a socket with data waiting, or room to send): F
+//      submits and reaps itself (Op Inline), and returns without parking if
+//      its CQEs came; CQEs of other fibers reaped meanwhile wake them as
+//      step 3 does (those fibers are parked: only F runs on V). Otherwise
+//      F's Op becomes InKernel before F parks as above. At most one Op per
+//      ring is Inline: the running fiber's.
 //   3. V's poll() enters the kernel (to submit the queued SQEs and run the
 //      task work that makes CQEs) at once if nothing else is ready here,
 //      else only when enough SQEs are queued or after a few dozen polls: one
