@@ -7,6 +7,7 @@
 #include <sa/sa.hpp>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -140,5 +141,69 @@ TEST_CASE("reactor: a fiber whose writes all complete at once still lets its VPr
     ::close(fds[1]);
     drain.join();
     ::close(fds[0]);
+  });
+}
+
+TEST_CASE("reactor: operations that complete inline or park, with and without deadlines, lose and repeat nothing") {
+  // Pairs of fibers ping-pong sequence numbers over socketpairs. Alone on a
+  // VProc a fiber submits and reaps its own operation (OpState::Inline) and
+  // wakes its peer from there; with others ready it parks (InKernel). Every
+  // third read has a deadline that has passed already: it either returns
+  // data or fails with ETIMEDOUT having consumed nothing.
+  const int vprocs = GENERATE(1, 2);
+  sa_test::Watchdog wd{60s, "reactor inline completions with deadlines"};
+  sa::Runtime rt{{.vprocs = vprocs}};
+  rt.run([] {
+    constexpr int kPairs = 4;
+    constexpr uint32_t kRounds = 3000;
+    std::atomic<long> timed_out{0};
+    // read_u32() reads one 4-byte number, retrying reads that timed out.
+    auto read_u32 = [&](int fd, uint32_t& round, uint32_t& v) {
+      std::size_t got = 0;
+      while (got < sizeof v) {
+        const bool expired = ++round % 3 == 0;
+        const sa::io::Deadline dl = expired ? sa::io::Clock::now() - 1ms : sa::io::deadline_after(10s);
+        const ssize_t n = sa::io::read(fd, reinterpret_cast<char*>(&v) + got, sizeof v - got, dl);
+        if (n < 0 && errno == ETIMEDOUT && expired) {
+          ++timed_out;
+          continue;
+        }
+        if (n <= 0) return false;
+        got += static_cast<std::size_t>(n);
+      }
+      return true;
+    };
+    std::vector<sa::Fiber> fs;
+    std::vector<std::array<int, 2>> socks(kPairs);
+    for (auto& s : socks) REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s.data()) == 0);
+    for (int p = 0; p < kPairs; ++p) {
+      const int a = socks[static_cast<std::size_t>(p)][0], b = socks[static_cast<std::size_t>(p)][1];
+      fs.push_back(sa::spawn([=, &read_u32] {
+        uint32_t round = 0;
+        for (uint32_t i = 0; i < kRounds; ++i) {
+          SA_FIBER_CHECK(sa::io::write(a, &i, sizeof i) == sizeof i);
+          uint32_t back = 0;
+          SA_FIBER_CHECK(read_u32(a, round, back));
+          SA_FIBER_CHECK(back == i + 1);
+        }
+      }));
+      fs.push_back(sa::spawn([=, &read_u32] {
+        uint32_t round = 1;
+        for (uint32_t i = 0; i < kRounds; ++i) {
+          uint32_t v = 0;
+          SA_FIBER_CHECK(read_u32(b, round, v));
+          SA_FIBER_CHECK(v == i);
+          const uint32_t next = v + 1;
+          SA_FIBER_CHECK(sa::io::write(b, &next, sizeof next) == sizeof next);
+        }
+      }));
+    }
+    for (auto& f : fs) f.join();
+    CHECK(sa_test::fiber_failures() == 0);
+    INFO("reads that timed out and were retried: " << timed_out.load());
+    for (auto& s : socks) {
+      ::close(s[0]);
+      ::close(s[1]);
+    }
   });
 }
