@@ -286,7 +286,12 @@ void RuntimeCore::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
   for (auto& v : vprocs_) {
     claim(*v);
-    if (v->revoked.load(std::memory_order_seq_cst))  // standing down: wake it to leave
+    // Standing down: wake it to leave. The futex word must change too: a
+    // VProc that checked stopping() just before our store is about to wait
+    // while `revoked` is 1, and a wake before that wait would be lost (seen:
+    // 1 shutdown in ~150 hung under load).
+    uint32_t one = 1;
+    if (v->revoked.compare_exchange_strong(one, 2, std::memory_order_seq_cst) || one != 0)
       shim_->wake_processor(v->index, v->revoked, v->poller.load(std::memory_order_acquire));
   }
 }

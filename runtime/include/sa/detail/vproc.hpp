@@ -148,8 +148,9 @@ class VProc {
   std::vector<int> steal_order;
   alignas(64) VProcCounters counters;
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
-  // away (the futex word it sleeps on then); stood_down is true while it
-  // runs no fibers because of it.
+  // away (the futex word it sleeps on then), 2 once the runtime stops while
+  // it was (RuntimeCore::stop: the word changes, so its wait returns); 0
+  // otherwise. stood_down is true while it runs no fibers because of it.
   std::atomic<uint32_t> revoked{0};
   // poll_own() in progress (owner only): ready() counts instead of waking.
   bool deferring_wakes = false;
