@@ -104,13 +104,14 @@ bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
 }
 
 void Activation::pin(int cpu) noexcept {
-  if (cpu < 0) return;
+  if (cpu < 0 || pinned_cpu_.load(std::memory_order_relaxed) == cpu) return;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   // Failure (a cpuset changed under us) leaves the thread where it was,
-  // which is slower but correct.
-  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+  // which is slower but correct; the next pin() tries again.
+  const bool ok = ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set) == 0;
+  pinned_cpu_.store(ok ? cpu : -1, std::memory_order_relaxed);
 }
 
 void Activation::main() {

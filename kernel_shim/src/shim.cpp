@@ -161,14 +161,22 @@ void Shim::run(Activation& a) noexcept {
   if (monitor_) monitor_->detach(a);
 }
 
-Activation* Shim::take_spare() noexcept {
+Activation* Shim::take_spare(int cpu) noexcept {
   PoolLock g(lock_);
-  if (Activation* s = spares_) {
-    spares_ = s->next_spare;
+  // The pool is short (at most max_activations): look for one that needs
+  // no re-pin, else take the top.
+  Activation** link = &spares_;
+  for (Activation** l = &spares_; cpu >= 0 && *l; l = &(*l)->next_spare)
+    if ((*l)->pinned_cpu() == cpu) {
+      link = l;
+      break;
+    }
+  Activation* s = *link;
+  if (s) {
+    *link = s->next_spare;
     s->next_spare = nullptr;
-    return s;
   }
-  return nullptr;
+  return s;
 }
 
 void Shim::return_spare(Activation& a) noexcept {
@@ -196,7 +204,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   // The processor, read once, before the CAS: after it, `a` may be held and
   // handed another processor (wait_for_processor stores a.vproc).
   const int vp = a.vproc.load(std::memory_order_relaxed);
-  Activation* s = take_spare();
+  Activation* s = take_spare(cpu_of(vp));
   if (!s && from == ActivationState::InCall && from_monitor) {
     // No spare: a held activation is as good a taker as a spare. It leaves
     // the queue only once `a` is ours: a VProc that saw it queued must not
@@ -445,7 +453,9 @@ bool Shim::donate(Activation& holder) noexcept {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   // Moving a runnable thread off its CPU migrates it at once; failure (it
-  // exited, a cpuset forbids the CPU) leaves it where it was.
+  // exited, a cpuset forbids the CPU) leaves it where it was. Either way its
+  // own next pin() must not trust what it set last.
+  holder.forget_pin();
   if (::sched_setaffinity(holder.tid(), sizeof set, &set) != 0) {
     end_donation(holder);
     return false;
@@ -473,6 +483,7 @@ void Shim::end_donation(Activation& a) noexcept {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   ::sched_setaffinity(a.tid(), sizeof set, &set);
+  a.forget_pin();  // a pin() of its own may have raced with ours
 }
 
 Activation* Shim::take_held() noexcept {

@@ -345,6 +345,36 @@ TEST_CASE("quick calls through sa::blocking take the fast path") {
   CHECK(s.activation_blocked <= 10);  // getppid does not block; a rare preemption-free switch at most
 }
 
+TEST_CASE("after handoffs, the spares running a VProc run on its CPU") {
+  // Spares skip the re-pin when they take over the CPU they last ran on
+  // (Activation::pin): alternating blocks on two VProcs moves spares between
+  // CPUs, so a stale pin would show here.
+  sa_test::Watchdog wd{20s, "handoff pinning"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  rt.run([] {
+    int cpu_of[2];
+    for (int vp = 0; vp < 2; ++vp)
+      sa::spawn(sa::SpawnOptions{.vproc = vp}, [&cpu_of, vp] { cpu_of[vp] = sched_getcpu(); }).join();
+    Pipe pipe;
+    int wrong = 0;
+    for (int round = 0; round < 40; ++round) {
+      const int vp = round % 2;
+      sa::spawn(sa::SpawnOptions{.vproc = vp}, [&] {
+        // B waits behind A on A's VProc: it runs once A's processor went to a spare.
+        sa::Fiber b = sa::spawn(sa::SpawnOptions{.vproc = vp}, [&] {
+          if (sched_getcpu() != cpu_of[vp]) ++wrong;
+          SA_FIBER_CHECK(::write(pipe.fd[1], "x", 1) == 1);
+        });
+        char c;
+        SA_FIBER_CHECK(sa::blocking([&] { return ::read(pipe.fd[0], &c, 1); }) == 1);
+        b.join();
+      }).join();
+    }
+    CHECK(wrong == 0);
+  });
+  CHECK(rt.stats().shim.activation_blocked >= 20);
+}
+
 // errno_now() reads errno afresh: code that used errno before a call that
 // moved it to another kernel thread may reuse the old thread's errno
 // address (glibc's __errno_location is a const function; blocking.hpp).

@@ -346,7 +346,8 @@ class Shim {
   void run(Activation& a) noexcept;  // an activation's life
   bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
-  Activation* take_spare() noexcept;
+  // take_spare() pops a spare, preferably one last pinned to `cpu`.
+  Activation* take_spare(int cpu) noexcept;
   Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
