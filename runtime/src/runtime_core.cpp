@@ -227,9 +227,9 @@ void call_resume(int depth) noexcept {
 
 void RuntimeCore::start(FiberCtl* f) noexcept {
   VProc* vp = current_vproc();
-  if (f->home) {
-    f->home->inbox.push(f);
-    if (f->home != vp) wake_vproc(*f->home);
+  if (VProc* home = f->home) {  // read before the push, as in ready()
+    home->inbox.push(f);
+    if (home != vp) wake_vproc(*home);
     return;
   }
   if (vp && &vp->core == this) vp->runq.push_next(f, global);

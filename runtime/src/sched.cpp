@@ -82,9 +82,11 @@ void ready(FiberCtl* f, bool run_next) noexcept {
   f->set_state(FiberState::Parked, FiberState::Ready);
   RuntimeCore& core = *f->core;
   VProc* vp = current_vproc();
-  if (f->home) {
-    f->home->inbox.push(f);
-    if (f->home != vp) core.wake_vproc(*f->home);
+  // Read `f` before it is queued: from then on its VProc may run it to the
+  // end and a join() free it (TSan caught this read after the push).
+  if (VProc* home = f->home) {
+    home->inbox.push(f);
+    if (home != vp) core.wake_vproc(*home);
     return;
   }
   if (vp && &vp->core == &core) {
