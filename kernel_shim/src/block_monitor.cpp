@@ -260,6 +260,10 @@ void BlockMonitor::run() noexcept {
         ++p.retries;
         return false;
       }
+      // Handed off already (by the standby), or back from its call: done,
+      // without reading /proc.
+      const ActivationState st = p.a->state();
+      if (st != ActivationState::InCall && st != ActivationState::User) return true;
       if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
       return shim_.handoff(*p.a, p.blocked_at_ns);
     });
