@@ -192,8 +192,7 @@ void latency(const Args& args, bool annotated) {
   note(kBench, h.system() + ": " + std::to_string(samples) + " samples, " +
                    std::to_string(s.activation_blocked) + " activation_blocked, " +
                    std::to_string(s.held) + " held, " + std::to_string(s.blocking_calls) +
-                   " blocking_calls, " + std::to_string(s.standby_takeovers) + " by the standby, pool_exhausted " +
-                   std::to_string(s.pool_exhausted) +
+                   " blocking_calls, pool_exhausted " + std::to_string(s.pool_exhausted) +
                    (s.perf ? "" : " (no perf: /proc fallback monitor)"));
 }
 

@@ -11,8 +11,6 @@
 #include <unistd.h>
 #include <system_error>
 
-#include "switch_events.hpp"
-
 namespace sa::shim {
 
 namespace {
@@ -75,11 +73,7 @@ Activation::Activation(int id, std::function<void(Activation&)> body) : id_(id),
   }
 }
 
-Activation::~Activation() {
-  join();
-  if (block_notice_ring_) ::munmap(block_notice_ring_, 2 * static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
-  if (int fd = block_notice_fd_.load(std::memory_order_relaxed); fd >= 0) ::close(fd);
-}
+Activation::~Activation() { join(); }
 
 void Activation::join() noexcept {
   if (thread_.joinable()) thread_.join();
@@ -92,17 +86,6 @@ void Activation::watch_run_state() noexcept {
   run_state_owner_ = RunStateWord::open_for_this_thread();
   // release: readers on other threads see the mapped ring.
   run_state_.store(run_state_owner_.get(), std::memory_order_release);
-  // The samples need a ring to wake pollers; read-only (overwrite mode): no
-  // one reads them, the wake-up is the message.
-  const int fd = detail::open_switch_out_samples();
-  if (fd < 0) return;
-  void* ring = ::mmap(nullptr, 2 * static_cast<size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ, MAP_SHARED, fd, 0);
-  if (ring == MAP_FAILED) {
-    ::close(fd);
-    return;
-  }
-  block_notice_ring_ = ring;
-  block_notice_fd_.store(fd, std::memory_order_release);
 }
 
 void Activation::set_state(ActivationState from, ActivationState to) noexcept {

@@ -254,20 +254,9 @@ void BlockMonitor::run() noexcept {
     // Hand off outside our lock: the shim may start an activation, which
     // attaches to us. Keep the ones that wait for a spare.
     std::erase_if(pending_, [this](Pending& p) {
-      // A standby on the blocked activation's CPU goes first: look again
-      // in 50 µs (the period below), when it has long taken over.
-      if (p.retries == 0 && shim_.standby_watches(*p.a)) {
-        ++p.retries;
-        return false;
-      }
-      // Handed off already (by the standby), or back from its call: done,
-      // without reading /proc.
-      const ActivationState st = p.a->state();
-      if (st != ActivationState::InCall && st != ActivationState::User) return true;
       if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
       return shim_.handoff(*p.a, p.blocked_at_ns);
     });
-    if (perf()) shim_.appoint_standbys();
   }
 }
 

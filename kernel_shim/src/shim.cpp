@@ -6,10 +6,8 @@
 #include <csignal>
 #include <cstdio>
 #include <mutex>
-#include <poll.h>
 #include <sched.h>
 #include <stdexcept>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -78,18 +76,6 @@ void Shim::start() {
   install_safe_point_handler();
   if (options_.activations) {
     install_hold_handler();
-    if (options_.use_perf) {
-      const auto n = static_cast<size_t>(options_.processors);
-      for (size_t vp = 0; vp < n; ++vp) {
-        const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0) break;  // no standbys then: the monitor alone hands off
-        standby_kick_.push_back(fd);
-      }
-      if (standby_kick_.size() == n) {
-        owner_ = std::make_unique<std::atomic<Activation*>[]>(n);
-        standby_ = std::make_unique<std::atomic<Activation*>[]>(n);
-      }
-    }
     monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
   }
   for (int vp = 0; vp < options_.processors; ++vp) start_activation(make_job(kAdded, vp));
@@ -100,7 +86,6 @@ void Shim::start() {
 
 void Shim::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
-  for (size_t vp = 0; vp < standby_kick_.size(); ++vp) kick_standby(static_cast<int>(vp));
   {
     PoolLock g(lock_);
     for (auto& a : all_) {
@@ -122,11 +107,6 @@ void Shim::stop() noexcept {
   PoolLock g(lock_);
   all_.clear();
   spares_ = nullptr;
-  n_spares_ = 0;
-  owner_.reset();
-  standby_.reset();
-  for (int fd : standby_kick_) ::close(fd);
-  standby_kick_.clear();
   std::lock_guard h(held_lock_);
   held_incoming_.store(nullptr, std::memory_order_relaxed);
   held_head_ = nullptr;
@@ -158,16 +138,11 @@ void Shim::run(Activation& a) noexcept {
       futex_wait(a.job, kNone);
     }
     if (kind_of(job) == kExit) break;
-    if (kind_of(job) == kStandby) {
-      stand_by(a, vp_of(job));  // returns with a TakeOver job, or when stopping
-      continue;
-    }
     const int vp = vp_of(job);
     a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
     a.set_state(state, ActivationState::Running);
     if (monitor_) monitor_->activity();
     a.pin(cpu_of(vp));
-    set_owner(a, vp);
     if (kind_of(job) == kAdded) {
       n_added_.fetch_add(1, std::memory_order_relaxed);
       handler_.processor_added(vp);
@@ -188,10 +163,6 @@ void Shim::run(Activation& a) noexcept {
 
 Activation* Shim::take_spare(int cpu) noexcept {
   PoolLock g(lock_);
-  return take_spare_locked(cpu);
-}
-
-Activation* Shim::take_spare_locked(int cpu) noexcept {
   // The pool is short (at most max_activations): look for one that needs
   // no re-pin, else take the top.
   Activation** link = &spares_;
@@ -204,7 +175,6 @@ Activation* Shim::take_spare_locked(int cpu) noexcept {
   if (s) {
     *link = s->next_spare;
     s->next_spare = nullptr;
-    --n_spares_;
   }
   return s;
 }
@@ -213,20 +183,19 @@ void Shim::return_spare(Activation& a) noexcept {
   PoolLock g(lock_);
   a.next_spare = spares_;
   spares_ = &a;
-  ++n_spares_;
 }
 
-bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor, Activation* taker) noexcept {
+bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
   // acquire/release: one handoff of `a` at a time, each seeing the last
   // one's writes (taken_recorded, signalled). The other caller is already
   // on it: nothing to do here.
   if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
-  const bool done = handoff_locked(a, blocked_at_ns, from_monitor, taker);
+  const bool done = handoff_locked(a, blocked_at_ns, from_monitor);
   a.in_handoff.store(false, std::memory_order_release);
   return done;
 }
 
-bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor, Activation* taker) noexcept {
+bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
   const ActivationState from = a.state();
   if (stopping_.load(std::memory_order_seq_cst) ||
       (from != ActivationState::InCall && from != ActivationState::User) ||
@@ -235,7 +204,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   // The processor, read once, before the CAS: after it, `a` may be held and
   // handed another processor (wait_for_processor stores a.vproc).
   const int vp = a.vproc.load(std::memory_order_relaxed);
-  Activation* s = taker ? taker : take_spare(cpu_of(vp));
+  Activation* s = take_spare(cpu_of(vp));
   if (!s && from == ActivationState::InCall && from_monitor) {
     // No spare: a held activation is as good a taker as a spare. It leaves
     // the queue only once `a` is ours: a VProc that saw it queued must not
@@ -282,7 +251,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
     a.taken_recorded.store(true, std::memory_order_release);
-    if (!taker) return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
+    return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
   }
   // Ours now: a concurrent handoff's CAS failed. Reset the Lost bookkeeping
@@ -310,7 +279,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   s->takes_over_call = to == ActivationState::Blocked;
   // release: takes_over and blocked_at_ns before the job.
   s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
-  if (!taker) futex_wake(s->job, 1);  // a taker runs it when handoff() returns
+  futex_wake(s->job, 1);
   // Keep one spare ready for the next block, off the critical path.
   PoolLock g(lock_);
   if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
@@ -323,92 +292,6 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
     }
   }
   return true;
-}
-
-void Shim::set_owner(Activation& a, int vp) noexcept {
-  if (!owner_) return;
-  // seq_cst, with appoint_standbys() and stand_by(): either the standby
-  // reads this owner, or we see the standby and kick it.
-  owner_[vp].store(&a, std::memory_order_seq_cst);
-  Activation* sb = standby_[vp].load(std::memory_order_seq_cst);
-  if (sb && sb != &a) kick_standby(vp);
-}
-
-bool Shim::standby_watches(const Activation& a) const noexcept {
-  if (!owner_) return false;
-  const int vp = a.vproc.load(std::memory_order_relaxed);
-  if (vp < 0 || vp >= options_.processors) return false;
-  return owner_[vp].load(std::memory_order_seq_cst) == &a && standby_[vp].load(std::memory_order_seq_cst);
-}
-
-void Shim::kick_standby(int vp) noexcept {
-  uint64_t one = 1;
-  [[maybe_unused]] auto r = ::write(standby_kick_[static_cast<size_t>(vp)], &one, sizeof one);
-}
-
-void Shim::appoint_standbys() noexcept {
-  if (!owner_ || stopping_.load(std::memory_order_relaxed)) return;
-  for (int vp = 0; vp < options_.processors; ++vp) {
-    if (standby_[vp].load(std::memory_order_seq_cst)) continue;
-    Activation* o = owner_[vp].load(std::memory_order_seq_cst);
-    if (!o || o->block_notice_fd() < 0) continue;  // nothing to watch (yet, or perf refused)
-    Activation* s = nullptr;
-    {
-      PoolLock g(lock_);
-      // Keep a spare in the pool for the monitor's own handoffs (and for
-      // blocks the standby misses); grow it toward that if allowed.
-      if (n_spares_ >= 2) {
-        s = take_spare_locked(cpu_of(vp));
-      } else if (starting_.load(std::memory_order_relaxed) == 0 &&
-                 static_cast<int>(all_.size()) < options_.max_activations) {
-        try {
-          starting_.fetch_add(1, std::memory_order_relaxed);
-          start_activation(kNone);  // joins the pool and kicks the monitor: we come back
-        } catch (...) {
-          starting_.fetch_sub(1, std::memory_order_relaxed);
-        }
-      }
-    }
-    if (!s) return;
-    standby_[vp].store(s, std::memory_order_seq_cst);
-    s->job.store(make_job(kStandby, vp), std::memory_order_release);
-    futex_wake(s->job, 1);
-  }
-}
-
-void Shim::stand_by(Activation& self, int vp) noexcept {
-  self.pin(cpu_of(vp));
-  const int kick = standby_kick_[static_cast<size_t>(vp)];
-  int dead_fd = -1;  // a notice fd that reported an error: wait for the next owner
-  while (!stopping_.load(std::memory_order_seq_cst)) {
-    Activation* o = owner_[vp].load(std::memory_order_seq_cst);
-    const int notice = o ? o->block_notice_fd() : -1;
-    pollfd fds[2] = {{kick, POLLIN, 0}, {notice != dead_fd ? notice : -1, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) continue;  // EINTR (the safe-point signal)
-    if (fds[0].revents & POLLIN) {
-      uint64_t v;
-      [[maybe_unused]] auto r = ::read(kick, &v, sizeof v);
-    }
-    if (fds[1].revents & (POLLERR | POLLHUP | POLLNVAL)) dead_fd = notice;
-    // A wake-up is only a hint: the owner may have changed, resumed, or
-    // been preempted (not blocked).
-    if (!o || o != owner_[vp].load(std::memory_order_seq_cst)) continue;
-    const ActivationState st = o->state();
-    if (st != ActivationState::InCall && st != ActivationState::User) continue;
-    int64_t since = 0;
-    if (o->cpu_state(&since) != CpuState::Sleeping) continue;
-    if (st == ActivationState::InCall && since < o->call_started_ns.load(std::memory_order_relaxed)) continue;
-    self.takes_over = nullptr;
-    handoff(*o, since, /*from_monitor=*/true, &self);
-    if (self.takes_over == o) {
-      n_standby_takeovers_.fetch_add(1, std::memory_order_relaxed);
-      Activation* me = &self;
-      standby_[vp].compare_exchange_strong(me, nullptr, std::memory_order_seq_cst);
-      return;
-    }
-  }
-  Activation* me = &self;
-  standby_[vp].compare_exchange_strong(me, nullptr, std::memory_order_seq_cst);
 }
 
 namespace {
@@ -646,7 +529,6 @@ int Shim::wait_for_processor(Activation& a) noexcept {
       const int vp = vp_of(job);
       a.vproc.store(vp, std::memory_order_relaxed);
       a.pin(cpu_of(vp));
-      set_owner(a, vp);
       return vp;
     }
     futex_wait(a.job, kNone);
@@ -725,7 +607,6 @@ ShimStats Shim::stats() const {
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
-  s.standby_takeovers = n_standby_takeovers_.load(std::memory_order_relaxed);
   PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {

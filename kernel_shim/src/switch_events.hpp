@@ -35,22 +35,4 @@ inline int open_switch_events(bool wake_per_record) noexcept {
   return static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
 }
 
-// open_switch_out_samples() opens PERF_COUNT_SW_CONTEXT_SWITCHES sampled at
-// every event, waking a poller at each sample: unlike the switch records
-// above, it counts only switch-outs (the kernel counts it as the thread
-// leaves its CPU), so a poller is woken when the thread blocks or is
-// preempted, never when it resumes. The sample is taken in the kernel, so
-// exclude_kernel must be off: refused (EACCES) at perf_event_paranoid >= 2
-// without CAP_PERFMON. Returns the fd, or -1 with errno.
-inline int open_switch_out_samples() noexcept {
-  perf_event_attr attr{};
-  attr.size = sizeof attr;
-  attr.type = PERF_TYPE_SOFTWARE;
-  attr.config = PERF_COUNT_SW_CONTEXT_SWITCHES;
-  attr.sample_period = 1;
-  attr.wakeup_events = 1;
-  attr.exclude_hv = 1;
-  return static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
-}
-
 }  // namespace sa::shim::detail

@@ -114,7 +114,6 @@ Stats Runtime::stats() const {
                      .handoff_detected_p99_us = k.handoff_detected_us.percentile(99),
                      .processor_preempted = k.preempted,
                      .donations = k.donations,
-                     .standby_takeovers = k.standby_takeovers,
                      .held = k.held,
                      .held_window_p50_us = k.held_window_us.percentile(50),
                      .held_window_p99_us = k.held_window_us.percentile(99)};

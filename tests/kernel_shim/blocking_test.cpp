@@ -11,7 +11,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <fcntl.h>
-#include <linux/perf_event.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -374,58 +373,6 @@ TEST_CASE("after handoffs, the spares running a VProc run on its CPU") {
     CHECK(wrong == 0);
   });
   CHECK(rt.stats().shim.activation_blocked >= 20);
-}
-
-// switch_out_samples_allowed() is whether this process may open the perf
-// event a standby waits on (kernel samples: root or perf_event_paranoid <= 1).
-bool switch_out_samples_allowed() {
-  perf_event_attr attr{};
-  attr.size = sizeof attr;
-  attr.type = PERF_TYPE_SOFTWARE;
-  attr.config = PERF_COUNT_SW_CONTEXT_SWITCHES;
-  attr.sample_period = 1;
-  const int fd = static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-
-TEST_CASE("a VProc's standby activation takes over its blocked calls, announced or not") {
-  if (!switch_out_samples_allowed()) {
-    WARN("perf refuses kernel samples here: no standbys, the monitor hands off alone (other tests cover it)");
-    return;
-  }
-  sa_test::Watchdog wd{30s, "standby handoffs"};
-  for (const bool announced : {true, false}) {
-    INFO((announced ? "sa::blocking(read)" : "raw read()"));
-    sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
-    constexpr int kRounds = 30;
-    rt.run([&] {
-      Pipe pipe;
-      for (int round = 0; round < kRounds; ++round) {
-        sa::this_fiber::sleep_for(1ms);  // the monitor appoints a new standby meanwhile
-        bool b_ran = false;
-        sa::Fiber b = sa::spawn([&] {
-          b_ran = true;
-          SA_FIBER_CHECK(::write(pipe.fd[1], "x", 1) == 1);
-        });
-        char c;
-        const ssize_t n = announced ? sa::blocking([&] { return ::read(pipe.fd[0], &c, 1); })
-                                    : ::read(pipe.fd[0], &c, 1);
-        SA_FIBER_CHECK(n == 1);
-        b.join();
-        SA_FIBER_CHECK(b_ran);
-      }
-    });
-    const auto s = rt.stats().shim;
-    CHECK(sa_test::fiber_failures() == 0);
-    CHECK(s.activation_blocked >= kRounds);
-    // Each block is taken by the standby unless it was more than 50 µs late
-    // (a loaded machine): then by the monitor. Both must work; the standby
-    // must be seen at least once.
-    CHECK(s.standby_takeovers > 0);
-    CHECK(s.standby_takeovers <= s.activation_blocked);
-  }
 }
 
 // errno_now() reads errno afresh: code that used errno before a call that

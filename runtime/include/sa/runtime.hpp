@@ -84,7 +84,6 @@ struct ShimStats {
   double handoff_detected_p99_us = 0;
   uint64_t processor_preempted = 0;    // notices of kernel preemption
   uint64_t donations = 0;              // CPUs donated to preempted spinlock holders
-  uint64_t standby_takeovers = 0;      // handoffs done by the VProc's standby activation
   uint64_t held = 0;               // activations held after an unannounced block
   double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
   double held_window_p99_us = 0;

@@ -108,14 +108,8 @@ class Activation {
     return w ? w->read(since_ns) : CpuState::Unknown;
   }
   // watch_run_state() starts keeping cpu_state() (called by the activation
-  // itself, in activations mode, before it runs user code), and opens
-  // block_notice_fd().
+  // itself, in activations mode, before it runs user code).
   void watch_run_state() noexcept;
-  // block_notice_fd() polls readable each time this activation leaves its
-  // CPU (blocks or is preempted; not when it resumes): what a standby
-  // activation waits on (Shim, "Standby"). -1 if perf refused it. Stays open
-  // until the Activation is destroyed.
-  int block_notice_fd() const noexcept { return block_notice_fd_.load(std::memory_order_acquire); }
 
   // The processor this activation runs (or last ran); written by the shim.
   std::atomic<int> vproc{-1};
@@ -172,8 +166,6 @@ class Activation {
   std::atomic<int> tid_{0};
   std::atomic<int> pinned_cpu_{-1};
   std::unique_ptr<RunStateWord> run_state_owner_;
-  std::atomic<int> block_notice_fd_{-1};
-  void* block_notice_ring_ = nullptr;
   std::atomic<const RunStateWord*> run_state_{nullptr};
   std::thread thread_;
   static constinit thread_local Activation* tl_current_;

@@ -13,11 +13,6 @@
 // SCHED_IDLE: it takes a CPU only when one is free, which is exactly when an
 // activation has blocked, and it never preempts a running one.
 //
-// With perf, the monitor also appoints each processor's standby (Shim,
-// "Standby") and gives a standby watching a blocked activation the first
-// try: it hands off only if the block is still there one period (50 µs)
-// later.
-//
 // Fallback, when perf_event_open is refused (EACCES, ENOSYS, paranoid 3) or
 // disabled: while some activation is InCall, running fiber code (User) or
 // Lost, the monitor wakes every 50 µs and reads /proc/self/task/<tid>/stat;

@@ -61,27 +61,6 @@
 //      announced call (it would otherwise wait for a processor that no
 //      running activation can give).
 //
-// Standby (the fast path of steps 2-4, perf only): each processor `vp` may
-// have a *standby*, a spare pinned to vp's CPU that polls the block notice of
-// the activation running vp (Activation::block_notice_fd(): readable when it
-// leaves its CPU, never when it resumes). When that activation blocks, its
-// CPU goes idle and the standby, alone on it, wakes at once; it checks the
-// activation's run-state word (Sleeping, and after the call started) and
-// runs step 3 with itself as the spare (handoff() with a taker), then takes
-// the processor over itself: no monitor wake-up of a spare on the critical
-// path (about 5 µs of the 13 µs annotated handoff on the 2-CPU VM: a futex
-// wake of a thread with perf events costs that much there). The monitor
-// still sees every block and stays the authority: whoever wins handoff()'s
-// exclusion and CAS does step 4, the other does nothing. The monitor
-// appoints standbys (appoint_standbys(), off the critical path, only while
-// the pool keeps a spare for itself); an activation that starts running vp
-// (set_owner()) kicks vp's standby to watch it instead. A preemption wakes
-// the standby too: it finds the activation Preempted, not Sleeping, and
-// waits again. The standby must be able to preempt: SCHED_BATCH would not
-// (its wake-up waits for the next tick, 4 ms), SCHED_IDLE would need a
-// sched_setscheduler on the critical path; so it is SCHED_OTHER, which is
-// safe because nothing wakes it while its activation runs.
-//
 // Rejected: (a) a Go-style sysmon that polls every activation every 20 µs:
 // it burns a CPU whenever a call is in flight and cannot see page faults;
 // it remains as the fallback when perf_event_open is refused. (b) Handing off
@@ -96,6 +75,21 @@
 // critical path (1.6 and 1.9 µs per call on the 2-CPU VM, where a bare
 // syscall costs 0.7 µs), plus the successor's wake-up: annotated handoff p50
 // went from 12.6 to 15.3 µs (medians of 6 interleaved runs), so it went.
+// (e) A standby per processor (tried in f762cc7): a spare pinned to the
+// processor's CPU, SCHED_OTHER, polling a PERF_COUNT_SW_CONTEXT_SWITCHES
+// sample event of the running activation (it counts switch-outs only, so
+// the standby is never woken while its activation runs), takes a blocked
+// processor over itself; the monitor's futex wake of a spare (5.5 µs median
+// from the wake to the spare running, measured in place) leaves the critical
+// path. Quiet: annotated p50 9.5-13 µs against 13-18 for this design. But
+// with one CPU hog on the processor's CPU the standby, woken just after the
+// kernel picked the hog, waits for the hog's slice: annotated p50 160-190
+// µs and detected 3.7-11.6 ms, against 24-40 µs here; without the monitor
+// leaving it the first try, detected still reached 3.7 ms in 1 run of 3.
+// Multiprogramming is the case sa exists for, so it went. (SCHED_BATCH and
+// SCHED_IDLE standbys are worse: a waking SCHED_BATCH thread waited for the
+// next tick, 4 ms, even on an idle CPU, and SCHED_IDLE needs a
+// sched_setscheduler on the critical path.)
 
 #include <atomic>
 #include <cstdint>
@@ -195,7 +189,6 @@ struct ShimStats {
   LatencyHistogram handoff_detected_us;  // ... for unannounced blocks
   uint64_t preempted = 0;         // processor_preempted notices
   uint64_t donations = 0;         // processors donated to preempted spinlock holders
-  uint64_t standby_takeovers = 0; // handoffs done by a processor's standby (the rest: the monitor)
 };
 
 class BlockMonitor;
@@ -325,18 +318,7 @@ class Shim {
   // if no spare is free yet but one is starting: call again soon.
   // `from_monitor` false (Shim::fault_seen): only a User activation, only
   // to a spare (the held-taker branch would make the caller Leaving).
-  // `taker` (a standby, the caller): it takes the processor itself instead
-  // of a spare from the pool; on success its job word holds the TakeOver
-  // job and its takes_over is `a`.
-  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true, Activation* taker = nullptr) noexcept;
-  // standby_watches() is true if a standby waits for `a` to block: the
-  // monitor then leaves it the first try (a cross-CPU wake-up of a spare
-  // would be slower than the standby already on `a`'s CPU).
-  bool standby_watches(const Activation& a) const noexcept;
-  // appoint_standbys() gives each processor without a standby one from the
-  // pool, keeping a spare there (or grows the pool). Monitor only; never
-  // blocks.
-  void appoint_standbys() noexcept;
+  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true) noexcept;
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -371,25 +353,16 @@ class Shim {
     std::lock_guard<std::mutex> lock_;
   };
 
-  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4, kStandby = 5 };
+  enum JobKind : uint32_t { kNone = 0, kAdded = 1, kTakeOver = 2, kExit = 3, kResume = 4 };
   static uint32_t make_job(JobKind k, int vp) noexcept { return static_cast<uint32_t>(k) | static_cast<uint32_t>(vp) << 3; }
   static JobKind kind_of(uint32_t job) noexcept { return static_cast<JobKind>(job & 7); }
   static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
-  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor,
-                      Activation* taker) noexcept;  // handoff(), exclusive
-  // stand_by() is a standby's life (job Standby(vp)): returns once it took
-  // vp's processor over (its job word holds TakeOver) or the shim stops.
-  void stand_by(Activation& self, int vp) noexcept;
-  // set_owner() records that `a` runs `vp` now and points vp's standby at it.
-  void set_owner(Activation& a, int vp) noexcept;
-  void kick_standby(int vp) noexcept;
+  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
-  // take_spare() pops a spare, preferably one last pinned to `cpu`;
-  // take_spare_locked() the same under lock_.
+  // take_spare() pops a spare, preferably one last pinned to `cpu`.
   Activation* take_spare(int cpu) noexcept;
-  Activation* take_spare_locked(int cpu) noexcept;
   Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
@@ -409,14 +382,6 @@ class Shim {
   mutable std::mutex lock_;                   // guards all_, spares_
   std::vector<std::unique_ptr<Activation>> all_;
   Activation* spares_ = nullptr;              // intrusive stack (Activation::next_spare)
-  int n_spares_ = 0;                          // its length
-  // Standby (see above), per processor; null arrays when off (plain mode,
-  // no perf). owner_[vp]: the activation running vp (or last to); standby_
-  // [vp]: its standby or null; standby_kick_[vp]: an eventfd that makes the
-  // standby look at owner_ again (and at stopping_).
-  std::unique_ptr<std::atomic<Activation*>[]> owner_;
-  std::unique_ptr<std::atomic<Activation*>[]> standby_;
-  std::vector<int> standby_kick_;
   // Held activations waiting for a processor, linked through
   // Activation::next_held. hold() runs in a signal handler that may have
   // interrupted malloc or a holder of lock_, so it allocates nothing and
@@ -441,7 +406,6 @@ class Shim {
   std::atomic<uint64_t> detected_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> n_preempted_{0};
   std::atomic<uint64_t> n_donations_{0};
-  std::atomic<uint64_t> n_standby_takeovers_{0};
 
  public:
   // preempted() is called by the monitor for each preemption record of an
