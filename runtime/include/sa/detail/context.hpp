@@ -33,6 +33,17 @@ namespace sa::detail {
 
 namespace bctx = boost::context::detail;
 
+// switch_context() is bctx::jump_fcontext; on x86_64 (ELF) our own switch,
+// sa_jump_fcontext (src/switch_x86_64.S), which resumes with `ret` so the
+// return predictions stay right after a switch. It keeps Boost's context
+// layout, so contexts from make_fcontext start there.
+#if defined(__x86_64__) && defined(__ELF__)
+extern "C" bctx::transfer_t sa_jump_fcontext(bctx::fcontext_t to, void* data) noexcept;
+inline bctx::transfer_t switch_context(bctx::fcontext_t to, void* data) noexcept { return sa_jump_fcontext(to, data); }
+#else
+inline bctx::transfer_t switch_context(bctx::fcontext_t to, void* data) noexcept { return bctx::jump_fcontext(to, data); }
+#endif
+
 // A post-switch action: runs on the resumed side with the fiber that left.
 using PostSwitch = void (*)(FiberCtl* prev, void* arg) noexcept;
 
@@ -74,7 +85,7 @@ inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg, P
 #if defined(SA_TSAN)
   __tsan_switch_to_fiber(next->tsan_fiber, 0);
 #endif
-  bctx::transfer_t t = bctx::jump_fcontext(next->ctx, &rec);
+  bctx::transfer_t t = switch_context(next->ctx, &rec);
   sanitizer_enter(self);
   complete_switch(t);
 }
