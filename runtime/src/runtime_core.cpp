@@ -121,7 +121,11 @@ void RuntimeCore::activation_blocked(int vp, shim::Activation&) noexcept {
 
 void RuntimeCore::activation_held(shim::Activation& a) noexcept {
   set_current_vproc(nullptr);  // our old VProc is another activation's
-  wake_idle();                 // a sleeping VProc comes to hand itself over
+  // Running VProcs notice us at their next pick (after the shim counted us
+  // in has_held(): see VProc::attend()); a sleeping one comes to hand
+  // itself over. (Perhaps in a signal handler: a lock-free RMW is safe.)
+  for (auto& v : vprocs_) v->attention.fetch_or(VProc::kAttnHeld, std::memory_order_seq_cst);
+  wake_idle();
   const int vp = shim_->wait_for_processor(a);
   if (vp < 0) {  // in a signal handler, perhaps: no stdio
     write_str("sa: the runtime stopped while fiber ");
@@ -270,6 +274,7 @@ void RuntimeCore::wake_vproc(VProc& v) noexcept {
 void RuntimeCore::revoke(int vp) noexcept {
   VProc& v = vproc(vp);
   v.revoked.store(1, std::memory_order_seq_cst);
+  v.attention.fetch_or(VProc::kAttnRevoked, std::memory_order_seq_cst);  // after `revoked` (VProc::attend)
   // The running fiber learns it at its next safe point (signal + flag); an
   // idle VProc wakes to stand down.
   shim_->request_safe_point(vp);
@@ -278,6 +283,7 @@ void RuntimeCore::revoke(int vp) noexcept {
 
 void RuntimeCore::restore(int vp) noexcept {
   VProc& v = vproc(vp);
+  v.attention.fetch_and(~VProc::kAttnRevoked, std::memory_order_seq_cst);  // before `revoked`
   v.revoked.store(0, std::memory_order_seq_cst);
   shim_->wake_processor(vp, v.revoked, v.poller.load(std::memory_order_acquire));
 }

@@ -13,15 +13,6 @@ namespace {
 
 // Post-switch actions (context.hpp): run on the far side of a switch.
 
-// post_yield: the fiber that yielded joins the back of its VProc's queue.
-// `vp` is the VProc it yielded on: a post-switch action runs on the same
-// thread, right after the switch.
-void post_yield(FiberCtl* prev, void* arg) noexcept {
-  VProc* vp = static_cast<VProc*>(arg);
-  if (prev->home) prev->home->inbox.push(prev);  // home is this VProc
-  else vp->runq.push(prev, vp->core.global);
-}
-
 // post_unlock: the fiber that parked is saved; now wakers may find it.
 void post_unlock(FiberCtl*, void* lock) noexcept { static_cast<SpinLock*>(lock)->unlock(); }
 
@@ -54,6 +45,13 @@ WaitState park_thread(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
 }
 
 }  // namespace
+
+[[gnu::noinline]] void complete_record(void* record, bctx::fcontext_t from) noexcept {
+  const SwitchRecord rec = *static_cast<SwitchRecord*>(record);
+  rec.prev->ctx = from;
+  if (rec.action) rec.action(rec.prev, rec.arg);
+  if (rec.poll) rec.poll->poll();
+}
 
 int64_t to_ns(std::chrono::steady_clock::time_point tp) noexcept {
   if (tp == std::chrono::steady_clock::time_point::max()) return TimerHeap::kNever;
@@ -138,7 +136,11 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
   return w.load();
 }
 
-void yield() noexcept {
+namespace {
+
+// yield_slow() is yield() in every case: the fast path below hands it all
+// that it does not handle itself.
+[[gnu::noinline]] void yield_slow() noexcept {
   if (tl_critical_depth > 0) critical_section_violation("yielded");
   RuntimeSection section;
   VProc* vp = current_vproc();
@@ -151,13 +153,51 @@ void yield() noexcept {
   if (Poller* p = vp->poller.load(std::memory_order_relaxed)) p->poll();
   FiberCtl* next = vp->pick_local();
   if (!next) {
-    if (!vp->revoked.load(std::memory_order_relaxed)) return;  // nobody else is ready here
-    next = vp->loop_ctx;  // a safe point on a revoked VProc: stand it down
+    // Nobody else is ready here: go on, unless the VProc must go through
+    // its loop (a safe point on a revoked VProc stands it down; a held
+    // activation's turn hands it over). relaxed: as in pick_local().
+    if (vp->attention.load(std::memory_order_relaxed) == 0) return;
+    next = vp->loop_ctx;
   }
-  self->set_state(FiberState::Running, FiberState::Ready);
-  vp->current = next;
-  count(vp->counters.switches);
-  jump(self, next, &post_yield, vp);
+  yield_switch(vp, self, next);
+}
+
+// yield_to_new() is the fast path's end when the fiber it picked never
+// ran: give it a stack (a call the fast path keeps out of its own frame).
+[[gnu::noinline]] void yield_to_new(VProc* vp, FiberCtl* f) noexcept {
+  FiberCtl* next = vp->prepare(f);
+  if (!next) return yield_slow();  // it could not start (and is finished): pick again
+  yield_switch(vp, vp->current, next);
+}
+
+}  // namespace
+
+// yield(): the fast path. A fiber yielding to the others of a busy VProc
+// meets only the cases below; everything else goes to yield_slow(), which
+// handles every case. What the fast path leaves out, and why that is safe:
+//   - a critical section (yield_slow aborts) or an sa::blocking call
+//     (RuntimeSection pauses it first): two thread-local loads;
+//   - an activation not Running: in ShimMode::on a fiber's own code runs
+//     User, and the switch must run Running (RuntimeSection's CAS pair,
+//     so a block in it is never handed off); plain mode is always Running,
+//     and then RuntimeSection does nothing;
+//   - no VProc, the loop context, or a VProc with a poller (yield_slow
+//     polls it before it picks);
+//   - pick_fast() null: attention (revocation, held activations), the
+//     periodic look at timers and the global queue due, a fiber in the
+//     inbox, nothing in the run queue, or a new fiber that failed to start.
+// It keeps every invariant of the slow path: the same pick order, the
+// same state changes and counters, `self` at the back of the run queue.
+void yield() noexcept {
+  if ((tl_critical_depth | tl_call_depth) != 0) [[unlikely]] return yield_slow();
+  const shim::Activation* a = shim::Activation::current();
+  if (!a || a->state() != shim::ActivationState::Running) [[unlikely]] return yield_slow();
+  VProc* vp = current_vproc();
+  if (!vp || !vp->in_fiber() || vp->poller.load(std::memory_order_relaxed)) [[unlikely]] return yield_slow();
+  FiberCtl* next = vp->pick_fast();
+  if (!next) [[unlikely]] return yield_slow();
+  if (!next->ctx) [[unlikely]] return yield_to_new(vp, next);
+  yield_switch(vp, vp->current, vp->prepare(next));
 }
 
 void fiber_entry(bctx::transfer_t t) noexcept {

@@ -174,7 +174,12 @@ FiberCtl* VProc::find_runnable() noexcept {
       }
       return nullptr;
     }
-    if (core.has_held() && (!has_local_work() || held_turn())) {
+    // held_due_: pick_local() gave a held activation its turn and sent us
+    // here to hand the VProc over (without it, held_turn() here would
+    // take that turn back).
+    const bool due = held_due_;
+    held_due_ = false;
+    if (core.has_held() && (due || !has_local_work() || held_turn())) {
       // A held activation waits: hand it this VProc. Stop searching first:
       // a VProc counted in nsearching while its new activation runs a fiber
       // would make producers skip wake-ups (W2).
@@ -273,6 +278,33 @@ void VProc::poll_own(Poller* p) noexcept {
   p->poll();
   deferring_wakes = false;
   if (deferred_wakes > 1 || (deferred_wakes == 1 && !inbox.empty())) core.wake_idle();
+}
+
+bool VProc::attend() noexcept {
+  const uint32_t bits = attention.load(std::memory_order_relaxed);
+  // A bit is cleared with an RMW and its source read after it: the setter
+  // sets its source first, so either we read it, or its fetch_or comes
+  // after our fetch_and and the bit stays set.
+  if (bits & kAttnRevoked) {
+    if (revoked.load(std::memory_order_acquire)) return false;
+    attention.fetch_and(~kAttnRevoked, std::memory_order_seq_cst);
+    if (revoked.load(std::memory_order_seq_cst)) {
+      attention.fetch_or(kAttnRevoked, std::memory_order_relaxed);
+      return false;
+    }
+  }
+  if (bits & kAttnHeld) {
+    if (!core.has_held()) {
+      attention.fetch_and(~kAttnHeld, std::memory_order_seq_cst);
+      if (!core.has_held()) return true;
+      attention.fetch_or(kAttnHeld, std::memory_order_relaxed);
+    }
+    if (held_turn()) {
+      held_due_ = true;
+      return false;
+    }
+  }
+  return true;
 }
 
 bool VProc::held_turn() noexcept {

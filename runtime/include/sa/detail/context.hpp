@@ -9,8 +9,16 @@
 // stack). This is how a fiber can enqueue itself *before* it has stopped
 // running without anyone resuming it early: nobody can see it until the
 // action runs on the far side of the switch.
+//
+// A yield needs no record (yield_switch()): its transfer data is the VProc
+// the switch happened on, tagged with kYieldTag in its low bit, and the
+// VProc's `yielded` field names the fiber that left. The far side
+// (finish_yield(), runtime_core.hpp) saves that fiber's context and puts it
+// at the back of the VProc's queue: what the action post_yield did, without
+// the record's stores and loads and the indirect call.
 
 #include <cstddef>
+#include <cstdint>
 
 #include <boost/context/detail/fcontext.hpp>
 
@@ -54,13 +62,28 @@ struct SwitchRecord {
   Poller* poll;  // polled after the action: only then may its completions wake `prev`
 };
 
-// complete_switch() finishes a switch on the resumed side. It copies the
-// record first: it lives on prev's stack, which the action may hand away.
+// The low bit of a yield's transfer data (a VProc is at least 8-aligned).
+inline constexpr uintptr_t kYieldTag = 1;
+
+// finish_yield() is the far side of yield_switch(): `data` is the tagged
+// VProc, `from` the context of the fiber that yielded. Defined in
+// runtime_core.hpp (it needs VProc), which every file that switches
+// includes. (The halves of a transfer_t travel apart from here on: passed
+// whole, GCC stores it to the stack and loads it back.)
+inline void finish_yield(void* data, bctx::fcontext_t from) noexcept;
+
+// complete_record() finishes a switch that carried a SwitchRecord. It
+// copies the record first: it lives on prev's stack, which the action may
+// hand away. Out of line (sched.cpp): a yield's far side then keeps
+// nothing across a call, and the yield needs no callee-saved register.
+void complete_record(void* record, bctx::fcontext_t from) noexcept;
+
+// complete_switch() finishes a switch on the resumed side.
 inline void complete_switch(bctx::transfer_t t) noexcept {
-  const SwitchRecord rec = *static_cast<SwitchRecord*>(t.data);
-  rec.prev->ctx = t.fctx;
-  if (rec.action) rec.action(rec.prev, rec.arg);
-  if (rec.poll) rec.poll->poll();
+  void* const data = t.data;
+  bctx::fcontext_t const from = t.fctx;
+  if (reinterpret_cast<uintptr_t>(data) & kYieldTag) [[likely]] finish_yield(data, from);
+  else complete_record(data, from);
 }
 
 // sanitizer_enter() is called first thing in a context that was just entered
@@ -76,18 +99,26 @@ inline void sanitizer_enter([[maybe_unused]] FiberCtl* self) noexcept {
 // it. `poll_after` (the VProc's poller, if any) is polled on the far side, so
 // an I/O completion for `self` can only wake it once it is saved.
 // `self_dies` tells the sanitizers that `self` never resumes.
-inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg, Poller* poll_after = nullptr,
-                 [[maybe_unused]] bool self_dies = false) noexcept {
-  SwitchRecord rec{self, action, arg, poll_after};
+//
+// switch_with() is the switch itself: it jumps to `next` handing it `data`
+// (a SwitchRecord, or a tagged VProc from a yield) and finishes the switch
+// that resumes `self`.
+inline void switch_with(FiberCtl* self, FiberCtl* next, void* data, [[maybe_unused]] bool self_dies = false) noexcept {
 #if defined(SA_ASAN)
   __sanitizer_start_switch_fiber(self_dies ? nullptr : &self->asan_fake_stack, next->stack_bottom, next->stack_usable);
 #endif
 #if defined(SA_TSAN)
   __tsan_switch_to_fiber(next->tsan_fiber, 0);
 #endif
-  bctx::transfer_t t = switch_context(next->ctx, &rec);
+  bctx::transfer_t t = switch_context(next->ctx, data);
   sanitizer_enter(self);
   complete_switch(t);
+}
+
+inline void jump(FiberCtl* self, FiberCtl* next, PostSwitch action, void* arg, Poller* poll_after = nullptr,
+                 bool self_dies = false) noexcept {
+  SwitchRecord rec{self, action, arg, poll_after};
+  switch_with(self, next, &rec, self_dies);
 }
 
 }  // namespace sa::detail

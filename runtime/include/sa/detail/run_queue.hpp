@@ -110,10 +110,26 @@ class RunQueue {
     if (old) push(old, global);
   }
 
+  // Every kSkipNextEvery-th time pop_local() finds the `next` slot full it
+  // takes the head of the ring first, so two fibers waking each other
+  // cannot starve the rest. (Counted over the picks that find the slot
+  // full, not over all picks: a pick that finds it empty then pays for
+  // one load, not for a count.)
+  static constexpr uint32_t kSkipNextEvery = 32;
+
+  // pop_local() is pop() for the scheduler's local picks, fair as above.
+  // Owner only.
+  FiberCtl* pop_local() noexcept {
+    if (owner_only_) return pop_owner_only(/*fair=*/true);
+    const bool skip_next =
+        next_.load(std::memory_order_relaxed) && ++next_picks_ % kSkipNextEvery == 0;
+    return pop(skip_next);
+  }
+
   // pop() takes the next fiber to run: the `next` slot unless `skip_next`,
   // then the head. Owner only.
   FiberCtl* pop(bool skip_next = false) noexcept {
-    if (owner_only_) return pop_owner_only(skip_next);
+    if (owner_only_) return pop_owner_only(false, skip_next);
     if (!skip_next && next_.load(std::memory_order_relaxed)) {
       FiberCtl* f = next_.exchange(nullptr, std::memory_order_acquire);
       if (f) return f;
@@ -193,10 +209,12 @@ class RunQueue {
     }
   }
 
-  // pop_owner_only() is pop() for an owner-only queue: nobody else
-  // consumes, so the owner's plain loads and stores suffice.
-  FiberCtl* pop_owner_only(bool skip_next) noexcept {
+  // pop_owner_only() is pop() (or, `fair`, pop_local()) for an owner-only
+  // queue: nobody else consumes, so the owner's plain loads and stores
+  // suffice.
+  FiberCtl* pop_owner_only(bool fair, bool skip_next = false) noexcept {
     FiberCtl* f = next_.load(std::memory_order_relaxed);
+    if (f && fair) skip_next = ++next_picks_ % kSkipNextEvery == 0;
     if (f && !skip_next) {
       next_.store(nullptr, std::memory_order_relaxed);
       return f;
@@ -234,6 +252,7 @@ class RunQueue {
   alignas(64) std::atomic<uint32_t> tail_{0};
   std::atomic<FiberCtl*> next_{nullptr};
   bool owner_only_ = false;  // set_owner_only(): no thief
+  uint32_t next_picks_ = 0;  // pop_local() found `next` full this many times (owner only)
   std::atomic<FiberCtl*> buf_[kCapacity] = {};
 };
 

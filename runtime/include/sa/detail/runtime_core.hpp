@@ -177,24 +177,57 @@ void fail_unstarted(FiberCtl* f) noexcept;
 // set_current_vproc() records the VProc the calling activation runs.
 void set_current_vproc(VProc* vp) noexcept;
 
-// VProc::pick_local() is here, not in vproc.hpp: it asks the RuntimeCore
-// about held activations.
+// VProc::pick_local() is here, not in vproc.hpp: its slow path asks the
+// RuntimeCore about held activations.
 inline FiberCtl* VProc::pick_local() noexcept {
   // Revoked: go through the loop, which stands the VProc down. A held
   // activation waits for a processor: likewise, the loop hands this one
   // over, but on every other turn only (held_turn()), so the ready fibers
-  // here are not starved by activations that fault again and again.
-  if (revoked.load(std::memory_order_relaxed)) return nullptr;
-  if (core.has_held() && held_turn()) return nullptr;
+  // here are not starved by activations that fault again and again. Both
+  // raise `attention`: one load and a branch when neither is the case.
+  // relaxed: a hint; attend() reads the flags themselves.
+  if (attention.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    if (!attend()) return nullptr;
   for (;;) {
     FiberCtl* f = nullptr;
-    const uint32_t tick = ++tick_;
     if (--periodic_countdown_ == 0) [[unlikely]] f = pick_periodic();
     if (!f) f = inbox.pop();
-    if (!f) f = runq.pop(tick % kSkipNextEvery == 0);
+    if (!f) f = runq.pop_local();
     if (!f) return nullptr;
     if ((f = prepare(f))) return f;
   }
+}
+
+inline FiberCtl* VProc::pick_fast() noexcept {
+  if (attention.load(std::memory_order_relaxed) != 0 || periodic_countdown_ <= 1 || !inbox.empty()) [[unlikely]]
+    return nullptr;
+  FiberCtl* f = runq.pop_local();
+  if (!f) return nullptr;
+  --periodic_countdown_;
+  return f;
+}
+
+// yield_switch() switches the yielding fiber `self` to `next` (a fiber, or
+// the loop context), on VProc `vp`. No switch record: the far side
+// (finish_yield) finds `self` in vp->yielded.
+inline void yield_switch(VProc* vp, FiberCtl* self, FiberCtl* next) noexcept {
+  self->set_state(FiberState::Running, FiberState::Ready);
+  vp->current = next;
+  count(vp->counters.switches);
+  vp->yielded = self;
+  switch_with(self, next, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(vp) | kYieldTag));
+}
+
+// finish_yield() (context.hpp) is the far side of a yield: the fiber that
+// yielded on VProc `vp` (this thread's VProc: a switch does not change
+// threads) is saved; put it at the back of vp's queue, or in vp's inbox if
+// it is bound (to vp), where no thief can take it.
+inline void finish_yield(void* data, bctx::fcontext_t from) noexcept {
+  VProc* vp = reinterpret_cast<VProc*>(reinterpret_cast<uintptr_t>(data) - kYieldTag);
+  FiberCtl* prev = vp->yielded;
+  prev->ctx = from;
+  if (prev->home) [[unlikely]] prev->home->inbox.push(prev);
+  else vp->runq.push(prev, vp->core.global);
 }
 
 }  // namespace sa::detail

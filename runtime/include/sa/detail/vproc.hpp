@@ -111,10 +111,32 @@ class VProc {
 
   // pick_local() returns the next fiber to run from this VProc's own queues
   // (and, now and then, expired timers and the global queue), ready to
-  // switch to (its stack prepared), or null. Never blocks. It does not poll
+  // switch to (its stack prepared), or null: nothing is ready here, or the
+  // VProc must go through its loop (`attention`: revoked, or a held
+  // activation's turn). Never blocks. It does not poll
   // the poller: the caller may be a fiber that is parking on I/O. Inline
   // (runtime_core.hpp): every yield and park passes here.
   FiberCtl* pick_local() noexcept;
+  // pick_fast() is pick_local() in its common case only: nothing in
+  // `attention`, the periodic look not due, the inbox empty; then the run
+  // queue's pick, or null (also when any of those does not hold: the caller
+  // then uses pick_local(), which handles them). The fiber is not
+  // prepared: the caller prepare()s it (a new one out of its fast path:
+  // first_run() is a call). Owner only; inline (runtime_core.hpp):
+  // yield()'s fast path.
+  FiberCtl* pick_fast() noexcept;
+  // prepare() makes ready fiber `f` Running (its stack prepared), or
+  // returns null if it could not start (first_run(): no stack; it is
+  // finished with the error). Inline: every switch from a queue passes here.
+  FiberCtl* prepare(FiberCtl* f) noexcept {
+    if (!f->ctx) [[unlikely]] {
+      count(counters.fibers_run);
+      return first_run(f);
+    }
+    count(counters.fibers_run);
+    f->set_state(FiberState::Ready, FiberState::Running);
+    return f;
+  }
 
   // switch_from() switches the running fiber `self` to the next local fiber,
   // or to the scheduler loop, running `action` on the far side. Returns when
@@ -147,6 +169,17 @@ class VProc {
   alignas(64) std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
   std::vector<int> steal_order;
   alignas(64) VProcCounters counters;
+  // Attention: what other threads need this VProc to notice at its next
+  // switch, folded into one word so that yield() and pick_local() test it
+  // with one load: kAttnRevoked (revoke() sets it after `revoked`,
+  // restore() clears it before), kAttnHeld (activation_held() sets it on
+  // every VProc once a held activation waits; attend() clears it when none
+  // does). A hint: attend() decides from `revoked` and has_held()
+  // themselves, and only clears a bit with an RMW followed by a look at
+  // its source, so a bit is never clear while its condition holds.
+  static constexpr uint32_t kAttnRevoked = 1;
+  static constexpr uint32_t kAttnHeld = 2;
+  std::atomic<uint32_t> attention{0};
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
   // away (the futex word it sleeps on then), 2 once the runtime stops while
   // it was (RuntimeCore::stop: the word changes, so its wait returns); 0
@@ -160,28 +193,23 @@ class VProc {
   // once by the owner; read by wakers (acquire) to wake it when idle.
   std::atomic<Poller*> poller{nullptr};
   std::unique_ptr<Poller> poller_owner;
+  // The fiber that yielded in the switch in progress (owner only; read by
+  // finish_yield() on the far side of that switch).
+  FiberCtl* yielded = nullptr;
 
  private:
   FiberCtl* find_runnable() noexcept;
   FiberCtl* take(FiberCtl* f) noexcept;  // found work: stop searching
-  // prepare() makes ready fiber `f` Running (its stack prepared), or
-  // returns null if it could not start (first_run(): no stack; it is
-  // finished with the error). Inline: every switch from a queue passes here.
-  FiberCtl* prepare(FiberCtl* f) noexcept {
-    count(counters.fibers_run);
-    if (!f->ctx) return first_run(f);
-    f->set_state(FiberState::Ready, FiberState::Running);
-    return f;
-  }
   [[gnu::noinline]] FiberCtl* first_run(FiberCtl* f) noexcept;
+  // attend() is pick_local()'s slow path, when `attention` is not 0: false
+  // if the pick must go through the loop (revoked; a held activation's
+  // turn), true if it may go on. Clears the bits whose cause is gone.
+  [[gnu::noinline]] bool attend() noexcept;
   // Every kGlobalEvery-th local pick looks at the global queue and the
   // timers first, so neither starves behind fibers that keep handing off
   // locally (periodic_countdown_ counts down to it: no division on the
   // switch path).
   static constexpr uint32_t kGlobalEvery = 61;
-  // Every kSkipNextEvery-th pick takes the head of the run queue before
-  // the `next` slot, so two fibers waking each other cannot starve the rest.
-  static constexpr uint32_t kSkipNextEvery = 32;
   // pick_periodic() fires expired timers and takes from the global queue:
   // what every kGlobalEvery-th local pick looks at first. Out of line, off
   // the switch path.
@@ -204,8 +232,8 @@ class VProc {
   bool held_turn() noexcept;
   bool has_local_work() const noexcept;
   bool held_turn_ = false;
+  bool held_due_ = false;  // attend() gave a held activation its turn: the loop hands over
   bool searching_ = false;
-  uint32_t tick_ = 0;
   uint32_t periodic_countdown_ = kGlobalEvery;
   uint32_t steal_start_ = 0;
 };
