@@ -48,6 +48,7 @@ RuntimeCore::RuntimeCore(const Options& options) {
   for (int i = 0; i < n; ++i) vprocs_[static_cast<size_t>(i)]->steal_order = std::move(order[static_cast<size_t>(i)]);
   // A VProc steals only from the others: alone, its run queue has no thief.
   if (n == 1) vprocs_[0]->runq.set_owner_only();
+  for (auto& v : vprocs_) v->activations_mode = options.shim == ShimMode::on;
 
   install_overflow_handler();
   shim_ = std::make_unique<shim::Shim>(shim::ShimOptions{.processors = n,

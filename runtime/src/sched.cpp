@@ -173,31 +173,37 @@ namespace {
 }  // namespace
 
 // yield(): the fast path. A fiber yielding to the others of a busy VProc
-// meets only the cases below; everything else goes to yield_slow(), which
-// handles every case. What the fast path leaves out, and why that is safe:
-//   - a critical section (yield_slow aborts) or an sa::blocking call
-//     (RuntimeSection pauses it first): two thread-local loads;
-//   - an activation not Running: in ShimMode::on a fiber's own code runs
-//     User, and the switch must run Running (RuntimeSection's CAS pair,
-//     so a block in it is never handed off); plain mode is always Running,
-//     and then RuntimeSection does nothing;
+// in plain mode meets only the cases below; everything else goes to
+// yield_slow(), which handles every case. What the fast path leaves out,
+// and why that is safe:
+//   - a critical section: yield_slow reports the misuse;
+//   - ShimMode::on (VProc::activations_mode): a fiber's own code runs User
+//     there, and the switch must run Running (RuntimeSection's CAS pair, so
+//     that a block in it is never handed off), and a fiber may be inside an
+//     sa::blocking call (RuntimeSection pauses it). In plain mode neither
+//     happens: every activation is Running all the time and blocking_enter()
+//     announces nothing, so RuntimeSection would do nothing. (Reading the
+//     VProc and its flag before any RuntimeSection is harmless even for a
+//     Lost activation: it only decides to take the slow path.);
 //   - no VProc, the loop context, or a VProc with a poller (yield_slow
 //     polls it before it picks);
 //   - pick_fast() null: attention (revocation, held activations), the
 //     periodic look at timers and the global queue due, a fiber in the
-//     inbox, nothing in the run queue, or a new fiber that failed to start.
-// It keeps every invariant of the slow path: the same pick order, the
-// same state changes and counters, `self` at the back of the run queue.
+//     inbox, or nothing in the run queue; and a new fiber (yield_to_new).
+// Otherwise it does what yield_slow does: the same pick, the same state
+// changes and counters, `self` at the back of the run queue (on one VProc
+// before the switch, RunQueue::rotate: no thief exists to take it early).
 void yield() noexcept {
-  if ((tl_critical_depth | tl_call_depth) != 0) [[unlikely]] return yield_slow();
-  const shim::Activation* a = shim::Activation::current();
-  if (!a || a->state() != shim::ActivationState::Running) [[unlikely]] return yield_slow();
-  VProc* vp = current_vproc();
-  if (!vp || !vp->in_fiber() || vp->poller.load(std::memory_order_relaxed)) [[unlikely]] return yield_slow();
-  FiberCtl* next = vp->pick_fast();
+  if (tl_critical_depth != 0) [[unlikely]] return yield_slow();
+  VProc* vp = tl_vproc;  // before the switch only (vproc.hpp)
+  if (!vp || vp->activations_mode || !vp->in_fiber() || vp->poller.load(std::memory_order_relaxed)) [[unlikely]]
+    return yield_slow();
+  FiberCtl* const self = vp->current;
+  uintptr_t tag;
+  FiberCtl* next = vp->pick_fast(self, tag);
   if (!next) [[unlikely]] return yield_slow();
-  if (!next->ctx) [[unlikely]] return yield_to_new(vp, next);
-  yield_switch(vp, vp->current, vp->prepare(next));
+  if (!next->ctx) [[unlikely]] return yield_to_new(vp, next);  // (never after a rotate)
+  yield_switch(vp, self, vp->prepare(next), tag);
 }
 
 void fiber_entry(bctx::transfer_t t) noexcept {

@@ -12,8 +12,6 @@ namespace sa::detail {
 
 namespace {
 
-thread_local VProc* tl_vproc = nullptr;
-
 // How long a VProc with nothing to do searches (steals) before sleeping,
 // while another VProc runs fibers (work may appear to steal) ...
 constexpr int64_t kSearchNs = 20'000;

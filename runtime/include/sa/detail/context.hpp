@@ -62,8 +62,10 @@ struct SwitchRecord {
   Poller* poll;  // polled after the action: only then may its completions wake `prev`
 };
 
-// The low bit of a yield's transfer data (a VProc is at least 8-aligned).
+// The low bits of a yield's transfer data (a VProc is 64-aligned): a
+// yield; and the fiber that yielded is queued already (RunQueue::rotate).
 inline constexpr uintptr_t kYieldTag = 1;
+inline constexpr uintptr_t kYieldQueued = 2;
 
 // finish_yield() is the far side of yield_switch(): `data` is the tagged
 // VProc, `from` the context of the fiber that yielded. Defined in

@@ -126,6 +126,27 @@ class RunQueue {
     return pop(skip_next);
   }
 
+  // rotate() is, on an owner-only queue, pop() of the head and push() of
+  // `f` at the tail in one step, for a yield: the head, or null (and
+  // nothing done) unless the queue is owner-only, its `next` slot is empty
+  // and its head a fiber that ran before. `f` is then queued while it still
+  // runs: safe only because nobody but the owner pops here, and the owner
+  // is switching away from `f` (its context is saved before the owner's
+  // next pop). The ring does not grow, so it never spills. Owner only.
+  FiberCtl* rotate(FiberCtl* f) noexcept {
+    if (!owner_only_ || next_.load(std::memory_order_relaxed)) return nullptr;
+    const uint32_t h = head_.load(std::memory_order_relaxed);  // only we write them
+    const uint32_t t = tail_.load(std::memory_order_relaxed);
+    if (t == h) return nullptr;
+    FiberCtl* g = buf_[h % kCapacity].load(std::memory_order_relaxed);
+    if (!g->ctx) return nullptr;  // new: prepare() may fail; take the usual path
+    buf_[t % kCapacity].store(f, std::memory_order_relaxed);
+    // release: for the readers that only look (empty(), size()).
+    head_.store(h + 1, std::memory_order_release);
+    tail_.store(t + 1, std::memory_order_release);
+    return g;
+  }
+
   // pop() takes the next fiber to run: the `next` slot unless `skip_next`,
   // then the head. Owner only.
   FiberCtl* pop(bool skip_next = false) noexcept {
@@ -284,7 +305,11 @@ class Inbox {
   }
 
   // empty() is true when no fiber is queued. Owner only.
-  bool empty() const noexcept { return !private_ && !shared_.load(std::memory_order_acquire); }
+  bool empty() const noexcept {
+    // One branch for both lists (a yield's fast path asks this every time).
+    return (reinterpret_cast<uintptr_t>(private_) |
+            reinterpret_cast<uintptr_t>(shared_.load(std::memory_order_acquire))) == 0;
+  }
 
  private:
   // grab() moves the pushed fibers, oldest first, to the private list;

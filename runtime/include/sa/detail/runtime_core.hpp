@@ -198,34 +198,45 @@ inline FiberCtl* VProc::pick_local() noexcept {
   }
 }
 
-inline FiberCtl* VProc::pick_fast() noexcept {
+inline FiberCtl* VProc::pick_fast(FiberCtl* self, uintptr_t& tag) noexcept {
   if (attention.load(std::memory_order_relaxed) != 0 || periodic_countdown_ <= 1 || !inbox.empty()) [[unlikely]]
     return nullptr;
-  FiberCtl* f = runq.pop_local();
-  if (!f) return nullptr;
+  FiberCtl* f = runq.rotate(self);
+  if (f) {
+    tag = kYieldTag | kYieldQueued;
+  } else {
+    f = runq.pop_local();
+    if (!f) return nullptr;
+    tag = kYieldTag;
+  }
   --periodic_countdown_;
   return f;
 }
 
 // yield_switch() switches the yielding fiber `self` to `next` (a fiber, or
 // the loop context), on VProc `vp`. No switch record: the far side
-// (finish_yield) finds `self` in vp->yielded.
-inline void yield_switch(VProc* vp, FiberCtl* self, FiberCtl* next) noexcept {
+// (finish_yield) finds `self` in vp->yielded. `tag`: kYieldTag, with
+// kYieldQueued if `self` is in the run queue already (RunQueue::rotate).
+inline void yield_switch(VProc* vp, FiberCtl* self, FiberCtl* next, uintptr_t tag = kYieldTag) noexcept {
   self->set_state(FiberState::Running, FiberState::Ready);
   vp->current = next;
   count(vp->counters.switches);
   vp->yielded = self;
-  switch_with(self, next, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(vp) | kYieldTag));
+  switch_with(self, next, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(vp) | tag));
 }
 
 // finish_yield() (context.hpp) is the far side of a yield: the fiber that
 // yielded on VProc `vp` (this thread's VProc: a switch does not change
-// threads) is saved; put it at the back of vp's queue, or in vp's inbox if
-// it is bound (to vp), where no thief can take it.
+// threads) is saved; unless it is queued already, put it at the back of
+// vp's queue, or in vp's inbox if it is bound (to vp), where no thief can
+// take it.
 inline void finish_yield(void* data, bctx::fcontext_t from) noexcept {
-  VProc* vp = reinterpret_cast<VProc*>(reinterpret_cast<uintptr_t>(data) - kYieldTag);
+  static_assert(alignof(VProc) > (kYieldTag | kYieldQueued));
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(data);
+  VProc* vp = reinterpret_cast<VProc*>(bits & ~(kYieldTag | kYieldQueued));
   FiberCtl* prev = vp->yielded;
   prev->ctx = from;
+  if (bits & kYieldQueued) return;
   if (prev->home) [[unlikely]] prev->home->inbox.push(prev);
   else vp->runq.push(prev, vp->core.global);
 }

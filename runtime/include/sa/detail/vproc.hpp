@@ -117,14 +117,16 @@ class VProc {
   // the poller: the caller may be a fiber that is parking on I/O. Inline
   // (runtime_core.hpp): every yield and park passes here.
   FiberCtl* pick_local() noexcept;
-  // pick_fast() is pick_local() in its common case only: nothing in
-  // `attention`, the periodic look not due, the inbox empty; then the run
-  // queue's pick, or null (also when any of those does not hold: the caller
-  // then uses pick_local(), which handles them). The fiber is not
-  // prepared: the caller prepare()s it (a new one out of its fast path:
-  // first_run() is a call). Owner only; inline (runtime_core.hpp):
-  // yield()'s fast path.
-  FiberCtl* pick_fast() noexcept;
+  // pick_fast() is pick_local() in its common case only, for a yield of
+  // `self`: nothing in `attention`, the periodic look not due, the inbox
+  // empty; then the run queue's pick, or null (also when any of those does
+  // not hold: the caller then uses pick_local(), which handles them). The
+  // fiber is not prepared: the caller prepare()s it (a new one out of its
+  // fast path: first_run() is a call). `tag` is set to the yield's
+  // transfer tag: kYieldTag, with kYieldQueued when an owner-only queue
+  // took `self` in the same step (RunQueue::rotate). Owner only; inline
+  // (runtime_core.hpp): yield()'s fast path.
+  FiberCtl* pick_fast(FiberCtl* self, uintptr_t& tag) noexcept;
   // prepare() makes ready fiber `f` Running (its stack prepared), or
   // returns null if it could not start (first_run(): no stack; it is
   // finished with the error). Inline: every switch from a queue passes here.
@@ -193,6 +195,9 @@ class VProc {
   // once by the owner; read by wakers (acquire) to wake it when idle.
   std::atomic<Poller*> poller{nullptr};
   std::unique_ptr<Poller> poller_owner;
+  // ShimMode::on (set once, before the VProcs start): yield()'s fast path
+  // is for plain mode only.
+  bool activations_mode = false;
   // The fiber that yielded in the switch in progress (owner only; read by
   // finish_yield() on the far side of that switch).
   FiberCtl* yielded = nullptr;
@@ -245,5 +250,11 @@ SchedulerContext& activation_loop_context() noexcept;
 // outside the runtime. Not inlined: a fiber may resume on another thread, and
 // a cached thread-local address would then point at the old one.
 VProc* current_vproc() noexcept;
+// tl_vproc is what current_vproc() returns. Read it directly only where no
+// switch can come between the read and every use of the value, and the
+// function does not switch before it returns either (yield()'s fast path
+// reads it before its switch and uses only the switch's transfer after);
+// everywhere else, call current_vproc().
+inline constinit thread_local VProc* tl_vproc = nullptr;
 
 }  // namespace sa::detail
