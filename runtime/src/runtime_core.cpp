@@ -326,29 +326,45 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
       std::abort();
     }
   }
-  // Not a guard page: hand the fault to whoever handled SIGSEGV before us.
-  if (g_previous_segv.sa_flags & SA_SIGINFO) {
-    if (g_previous_segv.sa_sigaction) {
-      g_previous_segv.sa_sigaction(sig, info, uctx);
+  // Not a guard page: hand the fault to whoever handled SIGSEGV before us,
+  // once: that handler may itself hand it back to us (it was installed
+  // after an earlier Runtime's handler and chains to it; we then took the
+  // front again, install_overflow_handler()).
+  static thread_local bool handing_on = false;
+  if (!handing_on) {
+    handing_on = true;
+    if (g_previous_segv.sa_flags & SA_SIGINFO) {
+      if (g_previous_segv.sa_sigaction) {
+        g_previous_segv.sa_sigaction(sig, info, uctx);
+        handing_on = false;
+        return;
+      }
+    } else if (g_previous_segv.sa_handler != SIG_DFL && g_previous_segv.sa_handler != SIG_IGN) {
+      g_previous_segv.sa_handler(sig);
+      handing_on = false;
       return;
     }
-  } else if (g_previous_segv.sa_handler != SIG_DFL && g_previous_segv.sa_handler != SIG_IGN) {
-    g_previous_segv.sa_handler(sig);
-    return;
+    handing_on = false;
   }
   // Default action: restore it; returning re-executes the faulting access.
   signal(SIGSEGV, SIG_DFL);
 }
 
+// install_overflow_handler() runs at every Runtime's construction, not once
+// per process: a handler installed after an earlier Runtime's (the
+// application's, a test framework's) would otherwise take the guard-page
+// faults of every later one. Ours stays first and hands other faults to it.
 void install_overflow_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = &on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGSEGV, &sa, &g_previous_segv);
-  });
+  static std::mutex m;
+  std::lock_guard g(m);
+  struct sigaction current {};
+  ::sigaction(SIGSEGV, nullptr, &current);
+  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == &on_segv) return;
+  struct sigaction sa {};
+  sa.sa_sigaction = &on_segv;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGSEGV, &sa, &g_previous_segv);
 }
 
 }  // namespace

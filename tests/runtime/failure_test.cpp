@@ -6,6 +6,8 @@
 #include <sa/sa.hpp>
 
 #include <csignal>
+#include <cstdint>
+#include <unistd.h>
 #include <stdexcept>
 
 #include "test_support.hpp"
@@ -38,6 +40,59 @@ TEST_CASE("a stack overflow hits the guard page and is reported") {
   CHECK_FALSE(r.exited);
   CHECK(r.status == SIGABRT);
   CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+}
+
+namespace {
+
+// A SIGSEGV handler of the application's, installed after a first Runtime
+// existed: it reports and exits with status 3.
+void app_segv_handler(int) {
+  const char msg[] = "application SIGSEGV handler\n";
+  [[maybe_unused]] auto r = ::write(2, msg, sizeof msg - 1);
+  ::_exit(3);
+}
+
+void install_app_segv_handler() {
+  { sa::Runtime first{{.vprocs = 1}}; }
+  struct sigaction sa {};
+  sa.sa_handler = &app_segv_handler;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGSEGV, &sa, nullptr);
+}
+
+}  // namespace
+
+TEST_CASE("a SIGSEGV handler installed after a Runtime neither hides a later overflow report nor loses other faults") {
+  SECTION("a guard-page fault is still reported as a stack overflow") {
+    auto r = sa_test::run_in_child(
+        [] {
+          install_app_segv_handler();
+          sa::Runtime rt{{.vprocs = 1, .stack_size = 64 * 1024}};
+          rt.run([] { sa::spawn([] { std::printf("%d\n", deep(1'000'000)); }).join(); });
+        },
+        20s);
+    INFO(r.err);
+    CHECK_FALSE(r.timed_out);
+    CHECK_FALSE(r.exited);
+    CHECK(r.status == SIGABRT);
+    CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+  }
+  SECTION("any other fault reaches the application's handler") {
+    auto r = sa_test::run_in_child(
+        [] {
+          install_app_segv_handler();
+          sa::Runtime rt{{.vprocs = 1}};
+          rt.run([] {
+            sa::spawn([] { *static_cast<volatile int*>(reinterpret_cast<void*>(uintptr_t{16})) = 1; }).join();
+          });
+        },
+        20s);
+    INFO(r.err);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.exited);
+    CHECK(r.status == 3);
+    CHECK_THAT(r.err, Catch::Contains("application SIGSEGV handler"));
+  }
 }
 
 TEST_CASE("destroying a joinable fiber handle terminates with a message") {
