@@ -23,6 +23,15 @@ int deep(int n) {
   return n == 0 ? frame[0] : deep(n - 1) + frame[0];
 }
 
+// check_overflow_reported() checks that a child ended as an overflow must.
+void check_overflow_reported(const sa_test::ChildResult& r) {
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK_FALSE(r.exited);
+  CHECK(r.status == SIGABRT);
+  CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+}
+
 }  // namespace
 
 TEST_CASE("a stack overflow hits the guard page and is reported") {
@@ -35,11 +44,7 @@ TEST_CASE("a stack overflow hits the guard page and is reported") {
         });
       },
       20s);
-  INFO(r.err);
-  CHECK_FALSE(r.timed_out);
-  CHECK_FALSE(r.exited);
-  CHECK(r.status == SIGABRT);
-  CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+  check_overflow_reported(r);
 }
 
 namespace {
@@ -71,11 +76,7 @@ TEST_CASE("a SIGSEGV handler installed after a Runtime neither hides a later ove
           rt.run([] { sa::spawn([] { std::printf("%d\n", deep(1'000'000)); }).join(); });
         },
         20s);
-    INFO(r.err);
-    CHECK_FALSE(r.timed_out);
-    CHECK_FALSE(r.exited);
-    CHECK(r.status == SIGABRT);
-    CHECK_THAT(r.err, Catch::Contains("stack overflow in fiber"));
+    check_overflow_reported(r);
   }
   SECTION("any other fault reaches the application's handler") {
     auto r = sa_test::run_in_child(
