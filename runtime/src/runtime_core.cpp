@@ -2,11 +2,13 @@
 
 #include <sa/detail/runtime_core.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <unistd.h>
 
@@ -309,7 +311,16 @@ void RuntimeCore::stop() noexcept {
 
 namespace {
 
-struct sigaction g_previous_segv;
+// The handler ours replaced, for faults that are not ours. Each install
+// publishes a fresh record (release; the handler loads it with acquire) and
+// never frees the older ones, since a fault on another thread may be reading
+// one; they stay linked from the newest, so nothing leaks unreachable. One
+// small record per install that found our handler replaced.
+struct PreviousSegv {
+  struct sigaction action {};
+  const PreviousSegv* older = nullptr;
+};
+std::atomic<const PreviousSegv*> g_previous_segv{nullptr};
 
 void on_segv(int sig, siginfo_t* info, void* uctx) {
   VProc* vp = current_vproc();
@@ -333,14 +344,18 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   static thread_local bool handing_on = false;
   if (!handing_on) {
     handing_on = true;
-    if (g_previous_segv.sa_flags & SA_SIGINFO) {
-      if (g_previous_segv.sa_sigaction) {
-        g_previous_segv.sa_sigaction(sig, info, uctx);
+    const PreviousSegv* record = g_previous_segv.load(std::memory_order_acquire);
+    const struct sigaction* prev = record ? &record->action : nullptr;
+    if (!prev) {
+      // The first install has not published its predecessor yet: default action.
+    } else if (prev->sa_flags & SA_SIGINFO) {
+      if (prev->sa_sigaction) {
+        prev->sa_sigaction(sig, info, uctx);
         handing_on = false;
         return;
       }
-    } else if (g_previous_segv.sa_handler != SIG_DFL && g_previous_segv.sa_handler != SIG_IGN) {
-      g_previous_segv.sa_handler(sig);
+    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+      prev->sa_handler(sig);
       handing_on = false;
       return;
     }
@@ -364,7 +379,11 @@ void install_overflow_handler() {
   sa.sa_sigaction = &on_segv;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGSEGV, &sa, &g_previous_segv);
+  auto* record = new (std::nothrow) PreviousSegv{};
+  if (!record) return;  // no overflow report rather than faults lost
+  record->older = g_previous_segv.load(std::memory_order_relaxed);  // only installs write it, under m
+  ::sigaction(SIGSEGV, &sa, &record->action);
+  g_previous_segv.store(record, std::memory_order_release);
 }
 
 }  // namespace
