@@ -607,6 +607,7 @@ ShimStats Shim::stats() const {
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
+  s.records_swept = monitor_ ? monitor_->swept() : 0;
   PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {

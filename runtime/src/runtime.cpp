@@ -116,7 +116,8 @@ Stats Runtime::stats() const {
                      .donations = k.donations,
                      .held = k.held,
                      .held_window_p50_us = k.held_window_us.percentile(50),
-                     .held_window_p99_us = k.held_window_us.percentile(99)};
+                     .held_window_p99_us = k.held_window_us.percentile(99),
+                     .records_swept = k.records_swept};
   s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
   s.fibers_live = core_->live.load(std::memory_order_relaxed);
   return s;

@@ -287,6 +287,27 @@ TEST_CASE("the fallback monitor also catches raw, unannounced reads") {
   CHECK(s.held >= 1);
 }
 
+TEST_CASE("the monitor's periodic sweep alone finds blocks whose record wake-up never came") {
+  // A record's wake-up is sometimes never delivered (block_monitor.hpp); with
+  // SA_MONITOR_SWEEP_ONLY no record wakes the monitor at all, so every
+  // handoff and every hold signal here comes from the sweep.
+  sa_test::Watchdog wd{30s, "monitor sweep only"};
+  REQUIRE(::setenv("SA_MONITOR_SWEEP_ONLY", "1", 1) == 0);
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  REQUIRE(::unsetenv("SA_MONITOR_SWEEP_ONLY") == 0);
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
+  CHECK(got == 10);
+  CHECK(sa_test::fiber_failures() == 0);
+  auto s = rt.stats().shim;
+  INFO("blocked " << s.activation_blocked << " held " << s.held << " swept " << s.records_swept);
+  CHECK(s.perf);
+  CHECK(s.activation_blocked >= 1);
+  CHECK(s.held >= 1);
+  CHECK(s.records_swept >= 1);
+  CHECK(s.activations_running <= 2);
+}
+
 TEST_CASE("raw nanosleep and a raw std::mutex wait are caught without sa::blocking") {
   sa_test::Watchdog wd{30s, "raw nanosleep and std::mutex"};
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};

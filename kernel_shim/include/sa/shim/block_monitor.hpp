@@ -5,13 +5,21 @@
 // Primary: one perf_event_open(PERF_COUNT_SW_DUMMY, context_switch=1,
 // exclude_kernel=1) per activation, opened on the activation's own thread,
 // with watermark=1 / wakeup_watermark=1 so every record wakes the monitor
-// thread's poll() (DESIGN.md: the settings tried here). A PERF_RECORD_SWITCH
-// switch-out without PERF_RECORD_MISC_SWITCH_OUT_PREEMPT is a block; records
-// of activations that are not InCall (idle futex waits, spares) are ignored.
+// thread's epoll_wait (DESIGN.md: the settings tried here); one epoll set
+// holds every activation's fd, so a wake-up costs the fds that have records.
+// A PERF_RECORD_SWITCH switch-out without PERF_RECORD_MISC_SWITCH_OUT_PREEMPT
+// is a block; records of activations that are not InCall (idle futex waits,
+// spares) are ignored.
 // Records carry CLOCK_MONOTONIC times (use_clockid), so the shim can measure
 // the handoff latency from the block itself. The monitor thread runs under
 // SCHED_IDLE: it takes a CPU only when one is free, which is exactly when an
-// activation has blocked, and it never preempts a running one.
+// activation has blocked, and it never preempts a running one. Now and then
+// a record's wake-up never comes, so while some activation runs fiber
+// code, is in a call or is Lost, the monitor also sweeps every ring once a
+// millisecond (reads of mapped memory; counted in ShimStats::records_swept).
+// SA_MONITOR_SWEEP_ONLY=1 in the environment of a runtime's construction
+// leaves the fds out of the epoll set, so that the sweep alone sees the
+// records: for the test of the sweep, never for production.
 //
 // Fallback, when perf_event_open is refused (EACCES, ENOSYS, paranoid 3) or
 // disabled: while some activation is InCall, running fiber code (User) or
@@ -53,6 +61,8 @@ class BlockMonitor {
 
   // perf() is true while blocking is seen through perf records.
   bool perf() const noexcept { return perf_.load(std::memory_order_relaxed); }
+  // swept() counts rings found holding records that no wake-up announced.
+  uint64_t swept() const noexcept { return n_swept_.load(std::memory_order_relaxed); }
 
  private:
   struct Watch;
@@ -65,15 +75,22 @@ class BlockMonitor {
   // drain() reads w's records; true if they end with `a` blocked in its call.
   bool drain(Watch& w, int64_t& blocked_at) noexcept;
   void scan_fallback() noexcept;
+  // any_exposed() is true if some watched activation could block unseen
+  // (User, InCall or Lost); sweep() drains every ring that holds records.
+  bool any_exposed() noexcept;
+  void sweep() noexcept;
   void kick() noexcept;
 
   Shim& shim_;
   std::atomic<bool> perf_;
   std::atomic<bool> stopping_{false};
   int wake_fd_ = -1;  // eventfd: attach/detach/stop/call_started
+  int epoll_fd_ = -1; // wake_fd_ and every watch's perf fd
   std::mutex lock_;   // guards watches_, dirty_
   std::vector<std::unique_ptr<Watch>> watches_;
   bool dirty_ = true;
+  std::atomic<uint64_t> n_swept_{0};
+  bool sweep_only_ = false;  // SA_MONITOR_SWEEP_ONLY (fixed before the thread starts)
   std::vector<Pending> pending_;  // blocked, waiting for a spare (monitor thread only)
   std::thread thread_;
 };
