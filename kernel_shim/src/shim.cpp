@@ -486,12 +486,33 @@ void Shim::end_donation(Activation& a) noexcept {
   a.forget_pin();  // a pin() of its own may have raced with ours
 }
 
-Activation* Shim::take_held() noexcept {
+Activation* Shim::take_held(int vp) noexcept {
+  // A held activation pinned elsewhere costs its taker a sched_setaffinity
+  // and a switch to the migration thread: with 64 fibers faulting on 2
+  // CPUs, about 9% of the CPU time when the longest-held always went first.
+  constexpr int kLookahead = 4;
+  constexpr int kMaxPassOver = 2;
   if (!has_held()) return nullptr;
   std::lock_guard g(held_lock_);
-  Activation* a = held_front();
-  if (a) pop_held();
-  return a;
+  Activation* head = held_front();
+  if (!head) return nullptr;
+  const int cpu = cpu_of(vp);
+  if (cpu >= 0 && head->pinned_cpu() != cpu && head->held_passed_over < kMaxPassOver) {
+    Activation* prev = head;
+    for (int i = 1; i < kLookahead && prev->next_held; ++i, prev = prev->next_held) {
+      Activation* a = prev->next_held;
+      if (a->pinned_cpu() != cpu) continue;
+      prev->next_held = a->next_held;
+      a->next_held = nullptr;
+      a->held_passed_over = 0;
+      ++head->held_passed_over;
+      n_waiting_held_.fetch_sub(1, std::memory_order_seq_cst);
+      return a;
+    }
+  }
+  pop_held();
+  head->held_passed_over = 0;
+  return head;
 }
 
 Activation* Shim::held_front() noexcept {

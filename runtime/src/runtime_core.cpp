@@ -145,7 +145,7 @@ void RuntimeCore::activation_held(shim::Activation& a) noexcept {
 }
 
 bool RuntimeCore::hand_to_held(VProc& v) noexcept {
-  shim::Activation* a = shim_->take_held();
+  shim::Activation* a = shim_->take_held(v.index);
   if (!a) return false;
   set_current_vproc(nullptr);  // we leave `v` before the held one takes it
   shim_->give_processor(*a, v.index);

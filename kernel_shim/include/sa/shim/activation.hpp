@@ -122,6 +122,9 @@ class Activation {
   // Intrusive link in the shim's held queue: its lock-free incoming stack
   // (written by hold(), in a signal handler) or its FIFO (held-queue lock).
   Activation* next_held = nullptr;
+  // Times take_held() passed it over at the FIFO's head for one already on
+  // the taker's CPU (held-queue lock).
+  int held_passed_over = 0;
   // For a TakeOver job: whose processor this spare takes, and since when it
   // was blocked (steady_clock ns); written before the job (release).
   Activation* takes_over = nullptr;

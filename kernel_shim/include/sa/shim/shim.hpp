@@ -277,10 +277,12 @@ class Shim {
   void give_processor(Activation& a, int vp) noexcept;
   // hold() holds Lost activation `a` (the caller); false if it was not Lost.
   bool hold(Activation& a) noexcept;
-  // take_held() removes and returns the longest-held activation, or null;
-  // the caller then give_processor()s it. Waits only for the held-queue
-  // lock, which no User activation holds.
-  Activation* take_held() noexcept;
+  // take_held(vp) removes and returns a held activation for processor `vp`,
+  // or null: the longest-held, unless one of the next few was last pinned
+  // to vp's CPU (it takes vp without a migration; the longest-held is
+  // passed over at most twice). The caller then give_processor()s it.
+  // Waits only for the held-queue lock, which no User activation holds.
+  Activation* take_held(int vp) noexcept;
   // resume_faulted() resumes activation `tid`, asleep in a page fault that
   // its pager resolved without waking it (UFFDIO_COPY_MODE_DONTWAKE): a
   // signal interrupts the fault wait, and the activation holds in the signal
