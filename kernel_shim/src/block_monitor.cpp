@@ -59,6 +59,7 @@ struct BlockMonitor::Watch {
   void* ring = MAP_FAILED;
   size_t ring_len = 0;
   bool in_epoll = false;  // monitor thread only
+  uint64_t swept_head = 0;  // data_head at the last sweep (monitor thread only)
   ~Watch() {
     if (ring != MAP_FAILED) ::munmap(ring, ring_len);
     if (fd >= 0) ::close(fd);
@@ -105,7 +106,14 @@ void BlockMonitor::kick() noexcept {
 void BlockMonitor::call_started() noexcept { kick(); }
 
 void BlockMonitor::activity() noexcept {
-  if (!perf()) kick();
+  if (!perf()) {
+    kick();
+    return;
+  }
+  // Pairs with the fence in run(): either the monitor sees our new state,
+  // or we see that it sleeps without a timeout.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (asleep_unarmed_.load(std::memory_order_relaxed)) kick();
 }
 
 void BlockMonitor::attach(Activation& a) noexcept {
@@ -226,8 +234,16 @@ bool BlockMonitor::any_exposed() noexcept {
   std::lock_guard g(lock_);
   for (const auto& w : watches_) {
     if (!w->a) continue;
-    const ActivationState st = w->a->state();
-    if (st == ActivationState::User || st == ActivationState::InCall || st == ActivationState::Lost) return true;
+    switch (w->a->state()) {
+      case ActivationState::Running:  // may run fiber code next
+      case ActivationState::User:
+      case ActivationState::InCall:
+      case ActivationState::Lost:
+      case ActivationState::Held:  // will run fiber code once given a processor
+        return true;
+      default:  // Idle, Spare, Blocked, Leaving, Starting: each gets to
+        break;  // Running only through activity() or through us
+    }
   }
   return false;
 }
@@ -237,7 +253,12 @@ void BlockMonitor::sweep() noexcept {
   for (auto& w : watches_) {
     if (!w->a || w->ring == MAP_FAILED) continue;
     const auto* meta = static_cast<const perf_event_mmap_page*>(w->ring);
-    if (__atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE) == meta->data_tail) continue;
+    const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
+    // Records still unread since the last sweep: their wake-up is overdue
+    // (records whose wake-up is on its way are left to it).
+    const bool overdue = head != meta->data_tail && head == w->swept_head;
+    w->swept_head = head;
+    if (!overdue) continue;
     n_swept_.fetch_add(1, std::memory_order_relaxed);
     int64_t blocked_at = 0;
     if (drain(*w, blocked_at)) pending_.push_back(Pending{w->a, blocked_at});
@@ -292,16 +313,24 @@ void BlockMonitor::run() noexcept {
     // with every VProc's activation asleep nothing else would wake us.
     bool in_call = !pending_.empty();
     bool exposed = false;
-    if (!perf())
+    if (!perf()) {
       shim_.for_each_activation([&](Activation& a) {
         const ActivationState st = a.state();
         in_call |= st == ActivationState::InCall || st == ActivationState::User || st == ActivationState::Lost ||
                    st == ActivationState::Running;
       });
-    else
+    } else if (!in_call) {
+      // A sleep without a timeout needs every activation out of reach of
+      // fiber code; one that gets back to it calls activity(), which kicks
+      // us if we went to sleep unarmed (Dekker: each side writes, fences,
+      // then reads the other's word).
+      asleep_unarmed_.store(true, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       exposed = any_exposed();
+    }
     timespec period{0, in_call ? kFallbackPeriodNs : kSweepPeriodNs};
     const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call || exposed ? &period : nullptr, nullptr);
+    asleep_unarmed_.store(false, std::memory_order_relaxed);
     if (n < 0 && errno != EINTR) break;
     {
       std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile

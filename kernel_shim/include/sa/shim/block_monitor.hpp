@@ -14,9 +14,10 @@
 // the handoff latency from the block itself. The monitor thread runs under
 // SCHED_IDLE: it takes a CPU only when one is free, which is exactly when an
 // activation has blocked, and it never preempts a running one. Now and then
-// a record's wake-up never comes, so while some activation runs fiber
-// code, is in a call or is Lost, the monitor also sweeps every ring once a
-// millisecond (reads of mapped memory; counted in ShimStats::records_swept).
+// a record's wake-up never comes, so while some activation runs, or may
+// soon run, fiber code, the monitor also sweeps every ring once a
+// millisecond (reads of mapped memory) and drains those whose records stayed
+// unread from one sweep to the next (counted in ShimStats::records_swept).
 // SA_MONITOR_SWEEP_ONLY=1 in the environment of a runtime's construction
 // leaves the fds out of the epoll set, so that the sweep alone sees the
 // records: for the test of the sweep, never for production.
@@ -55,8 +56,9 @@ class BlockMonitor {
   void detach(Activation& a) noexcept;
   // call_started() tells the fallback that an activation entered a call.
   void call_started() noexcept;
-  // activity() tells the fallback that an activation started to run (left
-  // Idle or the pool); a no-op with perf records.
+  // activity() says that an activation started to run (left Idle or the
+  // pool): the fallback looks again; with perf records, a monitor asleep
+  // without its periodic sweep (nothing could run fiber code) arms it.
   void activity() noexcept;
 
   // perf() is true while blocking is seen through perf records.
@@ -76,7 +78,8 @@ class BlockMonitor {
   bool drain(Watch& w, int64_t& blocked_at) noexcept;
   void scan_fallback() noexcept;
   // any_exposed() is true if some watched activation could block unseen
-  // (User, InCall or Lost); sweep() drains every ring that holds records.
+  // (Running, User, InCall, Lost or Held); sweep() drains every ring whose
+  // records stayed unread since the previous sweep.
   bool any_exposed() noexcept;
   void sweep() noexcept;
   void kick() noexcept;
@@ -90,6 +93,7 @@ class BlockMonitor {
   std::vector<std::unique_ptr<Watch>> watches_;
   bool dirty_ = true;
   std::atomic<uint64_t> n_swept_{0};
+  std::atomic<bool> asleep_unarmed_{false};  // in epoll_wait without a timeout
   bool sweep_only_ = false;  // SA_MONITOR_SWEEP_ONLY (fixed before the thread starts)
   std::vector<Pending> pending_;  // blocked, waiting for a spare (monitor thread only)
   std::thread thread_;
