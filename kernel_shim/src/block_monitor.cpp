@@ -327,6 +327,7 @@ void BlockMonitor::run() noexcept {
       asleep_unarmed_.store(true, std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       exposed = any_exposed();
+      if (exposed) asleep_unarmed_.store(false, std::memory_order_relaxed);
     }
     timespec period{0, in_call ? kFallbackPeriodNs : kSweepPeriodNs};
     const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call || exposed ? &period : nullptr, nullptr);
