@@ -294,10 +294,11 @@ void BlockMonitor::run() noexcept {
         });
         for (auto& w : watches_)
           if (!w->in_epoll && !sweep_only_ && w->fd >= 0 && w->ring != MAP_FAILED) {
-            // Level-triggered: perf_poll() reports a record once, then
-            // the fd drops out of the ready list until the next one.
+            // Edge-triggered: each record's wake-up reports the fd once
+            // (perf_poll() consumes the readiness anyway), and a reported
+            // fd is not polled again at the next epoll_wait.
             epoll_event e{};
-            e.events = EPOLLIN;
+            e.events = EPOLLIN | EPOLLET;
             e.data.ptr = w.get();
             w->in_epoll = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->fd, &e) == 0;
           }
