@@ -3,6 +3,7 @@
 #include <sa/shim/block_monitor.hpp>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sa/shim/futex.hpp>
 #include <sa/shim/shim.hpp>
 
 #include "switch_events.hpp"
@@ -59,7 +61,13 @@ struct BlockMonitor::Watch {
   void* ring = MAP_FAILED;
   size_t ring_len = 0;
   bool in_epoll = false;  // monitor thread only
-  uint64_t swept_head = 0;  // data_head at the last sweep (monitor thread only)
+  uint64_t swept_head = 0;  // data_head at the last sweep (sysmon, under lock_)
+  // A block its records showed and no handoff has dealt with yet (0: none),
+  // since when it is noted (a sysmon sweep ago: overdue), and the handoff
+  // tries so far; under lock_, by the monitor and the sysmon.
+  int64_t block_at = 0;
+  bool block_overdue = false;
+  int block_tries = 0;
   ~Watch() {
     if (ring != MAP_FAILED) ::munmap(ring, ring_len);
     if (fd >= 0) ::close(fd);
@@ -87,12 +95,26 @@ BlockMonitor::BlockMonitor(Shim& shim, bool use_perf) : shim_(shim), perf_(use_p
   if (!use_perf) std::fprintf(stderr, "sa: block monitor: perf records disabled; using the /proc fallback\n");
   if (const char* v = std::getenv("SA_MONITOR_SWEEP_ONLY")) sweep_only_ = v[0] == '1';
   thread_ = std::thread([this] { run(); });
+  if (use_perf) {
+    try {
+      sysmon_ = std::thread([this] { run_sysmon(); });
+    } catch (...) {
+      stopping_.store(true, std::memory_order_seq_cst);
+      kick();
+      thread_.join();
+      ::close(epoll_fd_);
+      ::close(wake_fd_);
+      throw;
+    }
+  }
 }
 
 BlockMonitor::~BlockMonitor() {
   stopping_.store(true, std::memory_order_seq_cst);
   kick();
+  kick_sysmon();
   if (thread_.joinable()) thread_.join();
+  if (sysmon_.joinable()) sysmon_.join();
   watches_.clear();
   ::close(epoll_fd_);
   ::close(wake_fd_);
@@ -110,10 +132,15 @@ void BlockMonitor::activity() noexcept {
     kick();
     return;
   }
-  // Pairs with the fence in run(): either the monitor sees our new state,
-  // or we see that it sleeps without a timeout.
+  // Pairs with the fence in run_sysmon(): either it sees our new state, or
+  // we see that it sleeps without a timeout.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (asleep_unarmed_.load(std::memory_order_relaxed)) kick();
+  if (asleep_unarmed_.load(std::memory_order_relaxed)) kick_sysmon();
+}
+
+void BlockMonitor::kick_sysmon() noexcept {
+  sysmon_word_.fetch_add(1, std::memory_order_release);
+  futex_wake(sysmon_word_, 1);
 }
 
 void BlockMonitor::attach(Activation& a) noexcept {
@@ -234,6 +261,7 @@ bool BlockMonitor::any_exposed() noexcept {
   std::lock_guard g(lock_);
   for (const auto& w : watches_) {
     if (!w->a) continue;
+    if (w->block_at != 0) return true;  // a handoff to try again
     switch (w->a->state()) {
       case ActivationState::Running:  // may run fiber code next
       case ActivationState::User:
@@ -248,20 +276,103 @@ bool BlockMonitor::any_exposed() noexcept {
   return false;
 }
 
-void BlockMonitor::sweep() noexcept {
+void BlockMonitor::note_block(Watch& w, int64_t blocked_at, bool overdue) noexcept {
+  if (w.block_at != blocked_at) w.block_tries = 0;
+  w.block_at = blocked_at;
+  w.block_overdue = overdue;
+}
+
+bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
+  std::vector<Pending> todo;
+  {
+    std::lock_guard g(lock_);
+    for (auto& w : watches_) {
+      if (!w->a || w->block_at == 0) continue;
+      if (overdue_only && !w->block_overdue) {
+        w->block_overdue = true;  // the next sweep acts on it
+        continue;
+      }
+      todo.push_back(Pending{w->a, w->block_at, w->block_tries++});
+    }
+  }
+  // Outside our lock: the shim may start an activation, which attaches to
+  // us. The monitor and the sysmon may try the same block at once: the
+  // shim lets one of them in. A block is dealt with once its activation
+  // left the call or fiber code (handed off, or running again), not when
+  // handoff() returns: that also means "the other one is on it", and the
+  // other one may be the monitor, preempted in the middle.
+  for (Pending& p : todo) {
+    const bool stale = p.a->state() == ActivationState::InCall &&
+                       p.blocked_at_ns < p.a->call_started_ns.load(std::memory_order_relaxed);
+    if (stale || (p.retries > 0 && !task_sleeping(p.a->tid()))) {
+      p.retries = -1;  // from an earlier call, or it runs again: drop
+      continue;
+    }
+    shim_.handoff(*p.a, p.blocked_at_ns);
+  }
   std::lock_guard g(lock_);
+  bool left = false;
   for (auto& w : watches_) {
-    if (!w->a || w->ring == MAP_FAILED) continue;
-    const auto* meta = static_cast<const perf_event_mmap_page*>(w->ring);
-    const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
-    // Records still unread since the last sweep: their wake-up is overdue
-    // (records whose wake-up is on its way are left to it).
-    const bool overdue = head != meta->data_tail && head == w->swept_head;
-    w->swept_head = head;
-    if (!overdue) continue;
-    n_swept_.fetch_add(1, std::memory_order_relaxed);
-    int64_t blocked_at = 0;
-    if (drain(*w, blocked_at)) pending_.push_back(Pending{w->a, blocked_at});
+    if (!w->a || w->block_at == 0) continue;
+    const ActivationState st = w->a->state();
+    bool dropped = false;
+    for (const Pending& p : todo) dropped |= p.a == w->a && p.retries < 0 && p.blocked_at_ns == w->block_at;
+    if (dropped || (st != ActivationState::InCall && st != ActivationState::User)) {
+      w->block_at = 0;
+      w->block_overdue = false;
+    } else {
+      left = true;
+    }
+  }
+  return left;
+}
+
+void BlockMonitor::sweep() noexcept {
+  {
+    std::lock_guard g(lock_);
+    for (auto& w : watches_) {
+      if (!w->a || w->ring == MAP_FAILED) continue;
+      const auto* meta = static_cast<const perf_event_mmap_page*>(w->ring);
+      const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
+      // Records still unread since the last sweep: the monitor did not get
+      // to them (it is starved, or their wake-up never came). Records whose
+      // wake-up is on its way are left to it.
+      const bool overdue = head != meta->data_tail && head == w->swept_head;
+      w->swept_head = head;
+      if (!overdue) continue;
+      n_swept_.fetch_add(1, std::memory_order_relaxed);
+      int64_t blocked_at = 0;
+      if (drain(*w, blocked_at)) note_block(*w, blocked_at, /*overdue=*/true);
+    }
+  }
+  // Blocks found here, and blocks the monitor noted a sweep ago and has
+  // not handed off (it may have been preempted right after it read them).
+  hand_off_blocks(/*overdue_only=*/true);
+}
+
+void BlockMonitor::run_sysmon() noexcept {
+  ::pthread_setname_np(::pthread_self(), "sa-sysmon");
+  // SCHED_OTHER, unlike the monitor: under CPU hogs on every CPU a
+  // SCHED_IDLE thread waits milliseconds for a CPU (handoff p50 about 20 ms
+  // with a hog per CPU on the 2-CPU VM), a normal one does not. It wakes on
+  // a timer, never per record, so its preemption of an activation (two
+  // records) cannot feed back into more wake-ups of its own: the monitor at
+  // nice 0 or 10 lost about 30% of blocking_mix's compute to that loop.
+  while (!stopping_.load(std::memory_order_seq_cst)) {
+    const uint32_t seen = sysmon_word_.load(std::memory_order_acquire);
+    // A sleep without a timeout needs every activation out of reach of
+    // fiber code; one that gets back to it calls activity(), which kicks us
+    // if we went to sleep unarmed (Dekker: each side writes, fences, then
+    // reads the other's word).
+    asleep_unarmed_.store(true, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const bool exposed = any_exposed();
+    if (exposed) asleep_unarmed_.store(false, std::memory_order_relaxed);
+    futex_wait(sysmon_word_, seen,
+               exposed ? Clock::now() + std::chrono::nanoseconds(kSweepPeriodNs) : Clock::time_point::max());
+    asleep_unarmed_.store(false, std::memory_order_relaxed);
+    if (stopping_.load(std::memory_order_seq_cst)) break;
+    sweep();
   }
 }
 
@@ -280,7 +391,7 @@ void BlockMonitor::run() noexcept {
   // down a wait-queue entry per fd per wake-up.)
   constexpr int kMaxEvents = 64;
   epoll_event events[kMaxEvents];
-  int64_t last_sweep = 0;
+  bool blocks_left = false;  // noted blocks still waiting for a spare
   while (!stopping_.load(std::memory_order_seq_cst)) {
     {
       std::lock_guard g(lock_);
@@ -307,32 +418,16 @@ void BlockMonitor::run() noexcept {
     }
     // Poll every 50 µs while a handoff waits for a spare or, without perf,
     // while some activation runs (the shim kicks us when one starts to).
-    // With perf, sweep every ring once per kSweepPeriodNs while some
-    // activation could block unseen: a record's wake-up now and then never
-    // comes (several times in 6000 handoffs with 64 fibers faulting, on
-    // Linux 6.18: the ring held records that no epoll_wait reported), and
-    // with every VProc's activation asleep nothing else would wake us.
-    bool in_call = !pending_.empty();
-    bool exposed = false;
-    if (!perf()) {
+    // With perf, records wake us; the sysmon sweeps for the ones we miss.
+    bool in_call = !pending_.empty() || blocks_left;
+    if (!perf())
       shim_.for_each_activation([&](Activation& a) {
         const ActivationState st = a.state();
         in_call |= st == ActivationState::InCall || st == ActivationState::User || st == ActivationState::Lost ||
                    st == ActivationState::Running;
       });
-    } else if (!in_call) {
-      // A sleep without a timeout needs every activation out of reach of
-      // fiber code; one that gets back to it calls activity(), which kicks
-      // us if we went to sleep unarmed (Dekker: each side writes, fences,
-      // then reads the other's word).
-      asleep_unarmed_.store(true, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      exposed = any_exposed();
-      if (exposed) asleep_unarmed_.store(false, std::memory_order_relaxed);
-    }
-    timespec period{0, in_call ? kFallbackPeriodNs : kSweepPeriodNs};
-    const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call || exposed ? &period : nullptr, nullptr);
-    asleep_unarmed_.store(false, std::memory_order_relaxed);
+    timespec period{0, kFallbackPeriodNs};
+    const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call ? &period : nullptr, nullptr);
     if (n < 0 && errno != EINTR) break;
     {
       std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile
@@ -344,17 +439,10 @@ void BlockMonitor::run() noexcept {
           [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
           continue;
         }
-        if (drain(*w, blocked_at)) pending_.push_back(Pending{w->a, blocked_at});
+        if (drain(*w, blocked_at)) note_block(*w, blocked_at, /*overdue=*/false);
       }
     }
-    // Also when records keep us busy: they may all be other activations'.
-    if (perf()) {
-      const int64_t now = now_ns();
-      if (now - last_sweep >= kSweepPeriodNs) {
-        last_sweep = now;
-        sweep();
-      }
-    }
+    blocks_left = hand_off_blocks(/*overdue_only=*/false);
     if (!perf()) scan_fallback();
     // Hand off outside our lock: the shim may start an activation, which
     // attaches to us. Keep the ones that wait for a spare.

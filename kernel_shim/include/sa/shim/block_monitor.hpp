@@ -13,11 +13,21 @@
 // Records carry CLOCK_MONOTONIC times (use_clockid), so the shim can measure
 // the handoff latency from the block itself. The monitor thread runs under
 // SCHED_IDLE: it takes a CPU only when one is free, which is exactly when an
-// activation has blocked, and it never preempts a running one. Now and then
-// a record's wake-up never comes, so while some activation runs, or may
-// soon run, fiber code, the monitor also sweeps every ring once a
-// millisecond (reads of mapped memory) and drains those whose records stayed
-// unread from one sweep to the next (counted in ShimStats::records_swept).
+// activation has blocked, and it never preempts a running one (at nice 0
+// its own preemptions of activations wrote records that woke it again, a
+// loop that cost about 30% of the compute throughput).
+//
+// Sysmon: a second thread, SCHED_OTHER, woken by a 1 ms timer only (never
+// per record, so it cannot feed that loop) while some activation runs or
+// may soon run fiber code, sweeps every ring (reads of mapped memory) and
+// drains those whose records stayed unread from one sweep to the next,
+// handing off what they show (counted in ShimStats::records_swept). It
+// covers two holes: with a CPU hog on every CPU the SCHED_IDLE monitor
+// waits milliseconds for a CPU (handoff p50 about 20 ms on the 2-CPU VM;
+// 1-2 ms with the sysmon), and now and then a record's wake-up never comes,
+// which with every VProc's activation asleep would leave nothing to wake the
+// monitor. With nothing exposed it sleeps without a timeout; activity()
+// (an activation leaving Idle or the pool) re-arms it.
 // SA_MONITOR_SWEEP_ONLY=1 in the environment of a runtime's construction
 // leaves the fds out of the epoll set, so that the sweep alone sees the
 // records: for the test of the sweep, never for production.
@@ -57,8 +67,8 @@ class BlockMonitor {
   // call_started() tells the fallback that an activation entered a call.
   void call_started() noexcept;
   // activity() says that an activation started to run (left Idle or the
-  // pool): the fallback looks again; with perf records, a monitor asleep
-  // without its periodic sweep (nothing could run fiber code) arms it.
+  // pool): the fallback looks again; with perf records, a sysmon asleep
+  // without its timer (nothing could run fiber code) re-arms it.
   void activity() noexcept;
 
   // perf() is true while blocking is seen through perf records.
@@ -74,14 +84,23 @@ class BlockMonitor {
     int retries = 0;
   };
   void run() noexcept;
+  void run_sysmon() noexcept;
+  void kick_sysmon() noexcept;
   // drain() reads w's records; true if they end with `a` blocked in its call.
   bool drain(Watch& w, int64_t& blocked_at) noexcept;
   void scan_fallback() noexcept;
   // any_exposed() is true if some watched activation could block unseen
-  // (Running, User, InCall, Lost or Held); sweep() drains every ring whose
-  // records stayed unread since the previous sweep.
+  // (Running, User, InCall, Lost or Held); sweep() (sysmon thread) drains
+  // every ring whose records stayed unread since the previous sweep and
+  // hands off the blocks it finds.
   bool any_exposed() noexcept;
   void sweep() noexcept;
+  // note_block() records in `w` (under lock_) a block its records showed;
+  // hand_off_blocks() tries the handoff of every noted block (overdue_only:
+  // those noted a sweep ago; it marks the others) and returns whether any
+  // was left noted.
+  void note_block(Watch& w, int64_t blocked_at, bool overdue) noexcept;
+  bool hand_off_blocks(bool overdue_only) noexcept;
   void kick() noexcept;
 
   Shim& shim_;
@@ -93,10 +112,12 @@ class BlockMonitor {
   std::vector<std::unique_ptr<Watch>> watches_;
   bool dirty_ = true;
   std::atomic<uint64_t> n_swept_{0};
-  std::atomic<bool> asleep_unarmed_{false};  // in epoll_wait without a timeout
+  std::atomic<bool> asleep_unarmed_{false};  // the sysmon sleeps without its timer
+  std::atomic<uint32_t> sysmon_word_{0};      // futex: bumped to wake the sysmon
   bool sweep_only_ = false;  // SA_MONITOR_SWEEP_ONLY (fixed before the thread starts)
-  std::vector<Pending> pending_;  // blocked, waiting for a spare (monitor thread only)
+  std::vector<Pending> pending_;  // fallback: blocked, waiting for a spare (monitor thread only)
   std::thread thread_;
+  std::thread sysmon_;  // with perf records only
 };
 
 }  // namespace sa::shim
