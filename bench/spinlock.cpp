@@ -1,10 +1,10 @@
 // bench_spinlock: lock throughput when the kernel preempts lock holders
 // (issue 5, I5).
 //
-// W = 1 or 4 workers per CPU (4: more workers than CPUs, as in an
-// application with a task per worker), pinned (threads) or bound to a VProc
-// (fibers), loop
-// for a fixed time: lock, a critical section of kCsWork steps, unlock, then
+// W = 1, 4 or 16 workers per CPU (4 and 16: more workers than CPUs, as in
+// an application with a task per worker; at 16 a naive lock on kernel
+// threads collapses under the hogs), pinned (threads) or bound to a VProc
+// (fibers), loop for a fixed time: lock, a critical section of kCsWork steps, unlock, then
 // kOutsideWork steps outside. Meanwhile H = 0, 2 or 4 CPU-hog processes at
 // the same priority, spread over the same CPUs, make the kernel preempt
 // workers, lock holders among them. Systems:
@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
   const double secs = args.pick(0.5, 0.2);
   const std::vector<std::string> systems = {"no_lock",      "sa_spinlock", "sa_spinlock_off", "naive_tas",
                                             "naive_tas_mn", "ttas_yield",  "pthread_mutex",   "sa_mutex"};
-  for (int per_cpu : {1, 4})
+  for (int per_cpu : {1, 4, 16})
     for (int hogs : {0, 2, 4}) {
       std::vector<std::pair<std::string, Result>> medians;
       const std::string suffix = "_w" + std::to_string(per_cpu) + "_h" + std::to_string(hogs);
