@@ -287,10 +287,10 @@ TEST_CASE("the fallback monitor also catches raw, unannounced reads") {
   CHECK(s.held >= 1);
 }
 
-TEST_CASE("the monitor's periodic sweep alone finds blocks whose record wake-up never came") {
+TEST_CASE("the sysmon's periodic sweep alone finds blocks whose record wake-up never came") {
   // A record's wake-up is sometimes never delivered (block_monitor.hpp); with
   // SA_MONITOR_SWEEP_ONLY no record wakes the monitor at all, so every
-  // handoff and every hold signal here comes from the sweep.
+  // handoff and every hold signal here comes from the sysmon's sweep.
   sa_test::Watchdog wd{30s, "monitor sweep only"};
   REQUIRE(::setenv("SA_MONITOR_SWEEP_ONLY", "1", 1) == 0);
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};

@@ -87,7 +87,8 @@ struct ShimStats {
   uint64_t held = 0;               // activations held after an unannounced block
   double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
   double held_window_p99_us = 0;
-  uint64_t records_swept = 0;      // perf rings the monitor's 1 ms sweep found holding records no wake-up announced
+  uint64_t records_swept = 0;      // perf rings whose records the monitor left unread for the sysmon's 1 ms sweep
+                                   // (their wake-up never came, or the monitor had no CPU)
 };
 
 struct Stats {

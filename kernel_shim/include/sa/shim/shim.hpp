@@ -204,7 +204,7 @@ struct ShimStats {
   LatencyHistogram handoff_detected_us;  // ... for unannounced blocks
   uint64_t preempted = 0;         // processor_preempted notices
   uint64_t donations = 0;         // processors donated to preempted spinlock holders
-  uint64_t records_swept = 0;     // perf rings found holding records no wake-up announced
+  uint64_t records_swept = 0;     // perf rings left unread for a sysmon sweep (block_monitor.hpp)
 };
 
 class BlockMonitor;
