@@ -2,6 +2,7 @@
 
 #include <sa/shim/block_monitor.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -28,7 +29,8 @@ namespace {
 
 constexpr size_t kDataPages = 8;
 constexpr int64_t kFallbackPeriodNs = 50'000;
-constexpr int64_t kSweepPeriodNs = 1'000'000;
+constexpr int64_t kSweepPeriodNs = 1'000'000;  // the sysmon's period while the monitor keeps up
+constexpr int64_t kSweepFastNs = 100'000;      // ... while it lags
 
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
@@ -327,7 +329,8 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
   return left;
 }
 
-void BlockMonitor::sweep() noexcept {
+bool BlockMonitor::sweep() noexcept {
+  bool found = false;
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
@@ -340,6 +343,7 @@ void BlockMonitor::sweep() noexcept {
       const bool overdue = head != meta->data_tail && head == w->swept_head;
       w->swept_head = head;
       if (!overdue) continue;
+      found = true;
       n_swept_.fetch_add(1, std::memory_order_relaxed);
       int64_t blocked_at = 0;
       if (drain(*w, blocked_at)) note_block(*w, blocked_at, /*overdue=*/true);
@@ -347,17 +351,20 @@ void BlockMonitor::sweep() noexcept {
   }
   // Blocks found here, and blocks the monitor noted a sweep ago and has
   // not handed off (it may have been preempted right after it read them).
-  hand_off_blocks(/*overdue_only=*/true);
+  return hand_off_blocks(/*overdue_only=*/true) || found;
 }
 
 void BlockMonitor::run_sysmon() noexcept {
   ::pthread_setname_np(::pthread_self(), "sa-sysmon");
   // SCHED_OTHER, unlike the monitor: under CPU hogs on every CPU a
-  // SCHED_IDLE thread waits milliseconds for a CPU (handoff p50 about 20 ms
+  // SCHED_IDLE thread waits milliseconds for a CPU (handoff p50 11-20 ms
   // with a hog per CPU on the 2-CPU VM), a normal one does not. It wakes on
   // a timer, never per record, so its preemption of an activation (two
   // records) cannot feed back into more wake-ups of its own: the monitor at
   // nice 0 or 10 lost about 30% of blocking_mix's compute to that loop.
+  // While the monitor lags (a sweep found work it left), sweep every
+  // kSweepFastNs; back off to kSweepPeriodNs, doubling, once it keeps up.
+  int64_t period = kSweepPeriodNs;
   while (!stopping_.load(std::memory_order_seq_cst)) {
     const uint32_t seen = sysmon_word_.load(std::memory_order_acquire);
     // A sleep without a timeout needs every activation out of reach of
@@ -369,10 +376,10 @@ void BlockMonitor::run_sysmon() noexcept {
     const bool exposed = any_exposed();
     if (exposed) asleep_unarmed_.store(false, std::memory_order_relaxed);
     futex_wait(sysmon_word_, seen,
-               exposed ? Clock::now() + std::chrono::nanoseconds(kSweepPeriodNs) : Clock::time_point::max());
+               exposed ? Clock::now() + std::chrono::nanoseconds(period) : Clock::time_point::max());
     asleep_unarmed_.store(false, std::memory_order_relaxed);
     if (stopping_.load(std::memory_order_seq_cst)) break;
-    sweep();
+    period = sweep() ? kSweepFastNs : std::min(2 * period, kSweepPeriodNs);
   }
 }
 

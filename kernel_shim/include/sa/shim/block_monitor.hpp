@@ -17,17 +17,19 @@
 // its own preemptions of activations wrote records that woke it again, a
 // loop that cost about 30% of the compute throughput).
 //
-// Sysmon: a second thread, SCHED_OTHER, woken by a 1 ms timer only (never
-// per record, so it cannot feed that loop) while some activation runs or
-// may soon run fiber code, sweeps every ring (reads of mapped memory) and
-// drains those whose records stayed unread from one sweep to the next,
-// handing off what they show (counted in ShimStats::records_swept). It
-// covers two holes: with a CPU hog on every CPU the SCHED_IDLE monitor
-// waits milliseconds for a CPU (handoff p50 about 20 ms on the 2-CPU VM;
-// 1-2 ms with the sysmon), and now and then a record's wake-up never comes,
-// which with every VProc's activation asleep would leave nothing to wake the
-// monitor. With nothing exposed it sleeps without a timeout; activity()
-// (an activation leaving Idle or the pool) re-arms it.
+// Sysmon: a second thread, SCHED_OTHER, woken by a timer only (never per
+// record, so it cannot feed that loop) while some activation runs or may
+// soon run fiber code: every 1 ms, or every 100 µs while its sweeps find
+// work the monitor left. It sweeps every ring (reads of mapped memory),
+// drains those whose records stayed unread from one sweep to the next and
+// hands off what they show (counted in ShimStats::records_swept), and the
+// blocks the monitor read but did not hand off. It covers two holes: with a
+// CPU hog on every CPU the SCHED_IDLE monitor waits milliseconds for a CPU
+// (handoff p50 11-20 ms on the 2-CPU VM; 0.2-0.5 ms with the sysmon), and
+// now and then a record's wake-up never comes, which with every VProc's
+// activation asleep would leave nothing to wake the monitor. With nothing
+// exposed it sleeps without a timeout; activity() (an activation leaving
+// Idle or the pool) re-arms it.
 // SA_MONITOR_SWEEP_ONLY=1 in the environment of a runtime's construction
 // leaves the fds out of the epoll set, so that the sweep alone sees the
 // records: for the test of the sweep, never for production.
@@ -94,7 +96,8 @@ class BlockMonitor {
   // every ring whose records stayed unread since the previous sweep and
   // hands off the blocks it finds.
   bool any_exposed() noexcept;
-  void sweep() noexcept;
+  // sweep() returns whether it found work the monitor had left.
+  bool sweep() noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
   // hand_off_blocks() tries the handoff of every noted block (overdue_only:
   // those noted a sweep ago; it marks the others) and returns whether any

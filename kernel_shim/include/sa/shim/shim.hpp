@@ -96,8 +96,8 @@
 // activation, whose two switch records woke it again: blocking_mix lost
 // about 30% of its compute, even with nothing blocked. So the monitor stays
 // SCHED_IDLE and a timer-driven sysmon at normal priority hands off what the
-// monitor has not reached (block_monitor.hpp): p50 1.8 ms under the hogs,
-// for about 1-2% of the compute while fibers run.
+// monitor has not reached (block_monitor.hpp): p50 0.2-0.5 ms under the
+// hogs, for about 1-2% of the compute while fibers run.
 // Where a handoff's time goes on the 2-CPU VM (medians, measured in place):
 // switch-out record -> monitor awake 3-4.5 µs, the monitor's handoff 1 µs,
 // its futex wake -> the spare running 5.5 µs, the spare -> the next fiber
