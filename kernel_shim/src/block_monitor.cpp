@@ -286,10 +286,12 @@ void BlockMonitor::note_block(Watch& w, int64_t blocked_at, bool overdue) noexce
 
 bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
   std::vector<Pending> todo;
+  bool noted = false;
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
       if (!w->a || w->block_at == 0) continue;
+      noted = true;
       if (overdue_only && !w->block_overdue) {
         w->block_overdue = true;  // the next sweep acts on it
         continue;
@@ -297,6 +299,8 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
       todo.push_back(Pending{w->a, w->block_at, w->block_tries++});
     }
   }
+  // The common case, at each of the monitor's wake-ups: nothing noted.
+  if (!noted) return false;
   // Outside our lock: the shim may start an activation, which attaches to
   // us. The monitor and the sysmon may try the same block at once: the
   // shim lets one of them in. A block is dealt with once its activation
