@@ -445,14 +445,33 @@ void PagedCore::resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept 
   const int64_t now = now_ns();
   // Stats first: a resumed fiber may finish and its test read stats() at once.
   for (const FaultWaiter& w : ws) record(blocked_buckets_, now - w.since_ns);
+  // A lone waiter that is a Lost activation stays asleep until a VProc
+  // hands it a processor (Shim::resume_faulted): then nothing else may wake
+  // it. With several waiters one UFFDIO_WAKE of the page wakes them all, so
+  // each is signalled instead.
+  const shim::Shim::FaultPage page{.uffd = uffd_.fd(), .addr = addr(p), .len = page_size_};
+  const bool alone = ws.size() == 1;
+  bool wake = false;
   for (const FaultWaiter& w : ws) {
-    if (shim_.resume_faulted(w.tid)) n_shim_.fetch_add(1, std::memory_order_relaxed);
-    else n_woken_.fetch_add(1, std::memory_order_relaxed);
+    switch (shim_.resume_faulted(w.tid, alone ? &page : nullptr)) {
+      case shim::Shim::FaultResume::queued:
+        n_shim_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case shim::Shim::FaultResume::signalled:
+        n_shim_.fetch_add(1, std::memory_order_relaxed);
+        wake = true;
+        break;
+      case shim::Shim::FaultResume::not_ours:
+        n_woken_.fetch_add(1, std::memory_order_relaxed);
+        wake = true;
+        break;
+    }
   }
-  // Always wake, after the signals: a signalled activation takes its
-  // (pending) signal before its next user instruction, and one whose mask
-  // blocks the hold signal would otherwise sleep in the fault for ever.
-  {
+  // Wake, after the signals, unless the only waiter was queued asleep: a
+  // signalled activation takes its (pending) signal before its next user
+  // instruction, and one whose mask blocks the hold signal would otherwise
+  // sleep in the fault for ever.
+  if (wake) {
     try {
       uffd_.wake(addr(p), page_size_);
     } catch (const std::system_error& e) {

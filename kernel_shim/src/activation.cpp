@@ -57,6 +57,8 @@ const char* to_string(ActivationState s) noexcept {
     case ActivationState::InCall: return "InCall";
     case ActivationState::Lost: return "Lost";
     case ActivationState::Held: return "Held";
+    case ActivationState::Resumable: return "Resumable";
+    case ActivationState::Resuming: return "Resuming";
     case ActivationState::Leaving: return "Leaving";
     case ActivationState::Blocked: return "Blocked";
     case ActivationState::Idle: return "Idle";

@@ -70,6 +70,8 @@ struct BlockMonitor::Watch {
   int64_t block_at = 0;
   bool block_overdue = false;
   int block_tries = 0;
+  // The last sweep found it Resuming and still asleep (sysmon, under lock_).
+  bool resuming_asleep = false;
   ~Watch() {
     if (ring != MAP_FAILED) ::munmap(ring, ring_len);
     if (fd >= 0) ::close(fd);
@@ -219,8 +221,10 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
   Activation* a = w.a;
   if (!a) return false;
   const ActivationState state = a->state();
-  if (last == 2 && state == ActivationState::Lost && !a->signalled.exchange(true)) {
-    // Step 6: it woke while its processor is elsewhere: make it hold.
+  if (last == 2 && (state == ActivationState::Lost || state == ActivationState::Resumable) &&
+      !a->signalled.exchange(true)) {
+    // Step 6: it woke while its processor is elsewhere (or, Resumable,
+    // before one was handed to it): make it hold.
     a->woke_at_ns.store(static_cast<int64_t>(last_time), std::memory_order_relaxed);
     ::syscall(SYS_tgkill, ::getpid(), a->tid(), Shim::kHoldSignal());
     return false;
@@ -270,6 +274,8 @@ bool BlockMonitor::any_exposed() noexcept {
       case ActivationState::InCall:
       case ActivationState::Lost:
       case ActivationState::Held:  // will run fiber code once given a processor
+      case ActivationState::Resumable:
+      case ActivationState::Resuming:
         return true;
       default:  // Idle, Spare, Blocked, Leaving, Starting: each gets to
         break;  // Running only through activity() or through us
@@ -339,6 +345,12 @@ bool BlockMonitor::sweep() noexcept {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
       if (!w->a || w->ring == MAP_FAILED) continue;
+      // Handed a processor, signalled, and still asleep a sweep later: its
+      // fiber blocks the hold signal. Wake it on its page instead.
+      const bool resuming_asleep =
+          w->a->state() == ActivationState::Resuming && w->a->cpu_state() == CpuState::Sleeping;
+      if (resuming_asleep && w->resuming_asleep) shim_.wake_resuming(*w->a);
+      w->resuming_asleep = resuming_asleep;
       const auto* meta = static_cast<const perf_event_mmap_page*>(w->ring);
       const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
       // Records still unread since the last sweep: the monitor did not get

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <sched.h>
 #include <stdexcept>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,6 +24,18 @@ void install_safe_point_handler();
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
+
+// Whether resume_faulted may leave a faulter asleep (Resumable). Not under
+// TSan: it runs an asynchronous signal's handler only at the thread's next
+// intercepted call, so a Resuming activation would go on with user code (and
+// fault again) before its handler took the processor it was handed. The
+// signal-at-once path stays correct there: a Lost activation holds at its
+// next runtime call at the latest.
+#if defined(SA_TSAN)
+constexpr bool kMayLeaveAsleep = false;
+#else
+constexpr bool kMayLeaveAsleep = true;
+#endif
 
 }  // namespace
 
@@ -90,7 +104,12 @@ void Shim::stop() noexcept {
     PoolLock g(lock_);
     for (auto& a : all_) {
       a->job.store(kExit, std::memory_order_release);
-      futex_wake(a->job, 1);
+      // One asleep in a resolved fault sleeps on no futex: its handler
+      // finds the exit.
+      if (a->try_state(ActivationState::Resumable, ActivationState::Resuming))
+        ::syscall(SYS_tgkill, ::getpid(), a->tid(), kHoldSignal());
+      else
+        futex_wake(a->job, 1);
     }
   }
   // Join outside the lock: exiting activations detach from the monitor.
@@ -306,7 +325,7 @@ void record(std::atomic<uint64_t>* buckets, int64_t since_ns) noexcept {
 void on_hold_signal(int) {
   const int saved = errno;  // the interrupted code may be about to read it
   Activation* a = Activation::current();
-  if (a && a->state() == ActivationState::Lost && a->shim->hold(*a))
+  if (a && must_hold(a->state()) && a->shim->hold(*a))
     a->set_state(ActivationState::Held, ActivationState::User);
   else if (a)
     a->signalled.store(false, std::memory_order_relaxed);  // nothing to hold for (handoff reads it)
@@ -390,18 +409,39 @@ void Shim::preempted(Activation& a) noexcept {
 void Shim::leave_runtime() noexcept { Activation::current()->set_state(ActivationState::Running, ActivationState::User); }
 
 bool Shim::hold(Activation& a) noexcept {
-  if (!a.try_state(ActivationState::Lost, ActivationState::Held)) return false;
+  for (;;) {
+    const ActivationState s = a.state();
+    if (s == ActivationState::Resumable || s == ActivationState::Resuming) {
+      // Queued already by resume_faulted. Resuming: a processor is ours and
+      // its signal woke us. Resumable: we woke by ourselves first (the
+      // monitor signalled us, or we entered the runtime): the held window
+      // ran from that wake-up.
+      if (!a.try_state(s, ActivationState::Held)) continue;  // the giver made it Resuming
+      a.signalled.store(false, std::memory_order_relaxed);
+      if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed); woke && s == ActivationState::Resumable)
+        record(held_buckets_, woke);
+      handler_.activation_held(a);
+      return true;
+    }
+    if (s != ActivationState::Lost) return false;
+    if (a.try_state(ActivationState::Lost, ActivationState::Held)) break;
+  }
   a.signalled.store(false, std::memory_order_relaxed);  // consumed (handoff reads it)
   n_held_.fetch_add(1, std::memory_order_relaxed);
   if (int64_t woke = a.woke_at_ns.load(std::memory_order_relaxed)) record(held_buckets_, woke);
+  push_held(a);
+  handler_.activation_held(a);
+  return true;
+}
+
+void Shim::push_held(Activation& a) noexcept {
   // release: our link before the push is seen (held_front's acquire).
   Activation* top = held_incoming_.load(std::memory_order_relaxed);
   do a.next_held = top;
   while (!held_incoming_.compare_exchange_weak(top, &a, std::memory_order_release, std::memory_order_relaxed));
   n_waiting_held_.fetch_add(1, std::memory_order_seq_cst);
-  if (monitor_) monitor_->call_started();  // it may give us a blocked activation's processor
-  handler_.activation_held(a);
-  return true;
+  if (monitor_) monitor_->call_started();  // it may give `a` a blocked activation's processor
+  handler_.held_queued();
 }
 
 bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
@@ -424,21 +464,50 @@ bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
   return handoff(*a, at_ns, /*from_monitor=*/false) && a->state() == ActivationState::Lost;
 }
 
-bool Shim::resume_faulted(int tid) noexcept {
-  if (!options_.activations || tid <= 0) return false;
-  PoolLock g(lock_);
-  for (const auto& a : all_) {
-    if (a->tid() != tid) continue;
-    // The held window is measured from here: the resolved fault runs no
-    // user instruction before the handler holds it.
-    a->woke_at_ns.store(now_ns(), std::memory_order_relaxed);
-    // The monitor need not signal it again; not Lost yet, a handoff that
-    // makes it Lost after this sees the flag and signals it (handoff).
-    a->signalled.store(true, std::memory_order_relaxed);
-    ::syscall(SYS_tgkill, ::getpid(), tid, kHoldSignal());
-    return true;
+Shim::FaultResume Shim::resume_faulted(int tid, const FaultPage* page) noexcept {
+  if (!options_.activations || tid <= 0) return FaultResume::not_ours;
+  const Section section;  // (the pager's fiber is not handed off meanwhile)
+  Activation* a = nullptr;
+  {
+    PoolLock g(lock_);
+    for (const auto& x : all_)
+      if (x->tid() == tid) {
+        a = x.get();
+        break;
+      }
   }
-  return false;
+  // Activations are never freed before stop(): `a` stays valid.
+  if (!a) return FaultResume::not_ours;
+  // Asleep as far as the kernel's last record says. If it wakes by itself
+  // after this look, it runs while Resumable: the monitor sees its
+  // switch-in record and signals it, as for a Lost one.
+  if (kMayLeaveAsleep && page && a->state() == ActivationState::Lost && a->cpu_state() == CpuState::Sleeping &&
+      a->try_state(ActivationState::Lost, ActivationState::Resumable)) {
+    // (Published by the queue push's release, read after it.)
+    a->fault_uffd = page->uffd;
+    a->fault_addr = page->addr;
+    a->fault_len = page->len;
+    n_held_.fetch_add(1, std::memory_order_relaxed);
+    n_held_asleep_.fetch_add(1, std::memory_order_relaxed);
+    push_held(*a);
+    return FaultResume::queued;
+  }
+  // The held window is measured from here: the resolved fault runs no
+  // user instruction before the handler holds it.
+  a->woke_at_ns.store(now_ns(), std::memory_order_relaxed);
+  // The monitor need not signal it again; not Lost yet, a handoff that
+  // makes it Lost after this sees the flag and signals it (handoff).
+  a->signalled.store(true, std::memory_order_relaxed);
+  ::syscall(SYS_tgkill, ::getpid(), tid, kHoldSignal());
+  return FaultResume::signalled;
+}
+
+void Shim::wake_resuming(Activation& a) noexcept {
+  if (a.state() != ActivationState::Resuming || a.fault_uffd < 0) return;
+  uffdio_range r{.start = reinterpret_cast<uint64_t>(a.fault_addr), .len = a.fault_len};
+  // It fails only if the region is gone (its uffd closed, which woke every
+  // sleeper on it): nothing left to wake.
+  if (::ioctl(a.fault_uffd, UFFDIO_WAKE, &r) == 0) n_resume_rewakes_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool Shim::donate(Activation& holder) noexcept {
@@ -562,7 +631,12 @@ void Shim::give_processor(Activation& a, int vp) noexcept {
   if (Activation* self = Activation::current()) self->set_state(ActivationState::Running, ActivationState::Leaving);
   // release: the processor's state, set up for `a`, before the job.
   a.job.store(make_job(kResume, vp), std::memory_order_release);
-  futex_wake(a.job, 1);
+  // Still asleep in its resolved fault: the signal wakes it into hold(),
+  // which finds the job. Otherwise it is Held: parked, or about to.
+  if (a.try_state(ActivationState::Resumable, ActivationState::Resuming))
+    ::syscall(SYS_tgkill, ::getpid(), a.tid(), kHoldSignal());
+  else
+    futex_wake(a.job, 1);
 }
 
 bool Shim::enter_call() noexcept {
@@ -618,6 +692,8 @@ ShimStats Shim::stats() const {
   s.calls = n_calls_.load(std::memory_order_relaxed);
   s.pool_exhausted = n_exhausted_.load(std::memory_order_relaxed);
   s.held = n_held_.load(std::memory_order_relaxed);
+  s.held_asleep = n_held_asleep_.load(std::memory_order_relaxed);
+  s.resume_rewakes = n_resume_rewakes_.load(std::memory_order_relaxed);
   for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
     s.held_window_us.buckets[i] = held_buckets_[i].load(std::memory_order_relaxed);
   s.activations_high_water = high_water_.load(std::memory_order_relaxed);

@@ -115,6 +115,8 @@ Stats Runtime::stats() const {
                      .processor_preempted = k.preempted,
                      .donations = k.donations,
                      .held = k.held,
+                     .held_asleep = k.held_asleep,
+                     .resume_rewakes = k.resume_rewakes,
                      .held_window_p50_us = k.held_window_us.percentile(50),
                      .held_window_p99_us = k.held_window_us.percentile(99),
                      .records_swept = k.records_swept};

@@ -122,13 +122,16 @@ void RuntimeCore::activation_blocked(int vp, shim::Activation&) noexcept {
   processor_added(vp);
 }
 
-void RuntimeCore::activation_held(shim::Activation& a) noexcept {
-  set_current_vproc(nullptr);  // our old VProc is another activation's
-  // Running VProcs notice us at their next pick (after the shim counted us
-  // in has_held(): see VProc::attend()); a sleeping one comes to hand
+void RuntimeCore::held_queued() noexcept {
+  // Running VProcs notice it at their next pick (the shim counted it in
+  // has_held() first: see VProc::attend()); a sleeping one comes to hand
   // itself over. (Perhaps in a signal handler: a lock-free RMW is safe.)
   for (auto& v : vprocs_) v->attention.fetch_or(VProc::kAttnHeld, std::memory_order_seq_cst);
   wake_idle();
+}
+
+void RuntimeCore::activation_held(shim::Activation& a) noexcept {
+  set_current_vproc(nullptr);  // our old VProc is another activation's
   const int vp = shim_->wait_for_processor(a);
   if (vp < 0) {  // in a signal handler, perhaps: no stdio
     write_str("sa: the runtime stopped while fiber ");

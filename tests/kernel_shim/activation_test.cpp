@@ -36,6 +36,7 @@ struct Recorder final : sa::shim::UpcallHandler {
   }
   void activation_blocked(int, sa::shim::Activation&) noexcept override { ++mismatch; }
   void activation_unblocked(sa::shim::Activation&) noexcept override { ++mismatch; }
+  void held_queued() noexcept override { ++mismatch; }
   void activation_held(sa::shim::Activation&) noexcept override { ++mismatch; }
   void processor_taken(int, sa::shim::Activation&) noexcept override { ++mismatch; }
   void processor_preempted(int, sa::shim::Activation&) noexcept override { ++mismatch; }
@@ -80,6 +81,7 @@ TEST_CASE("this_processor_is_idle returns at its deadline") {
     }
     void activation_blocked(int, sa::shim::Activation&) noexcept override {}
     void activation_unblocked(sa::shim::Activation&) noexcept override {}
+    void held_queued() noexcept override {}
     void activation_held(sa::shim::Activation&) noexcept override {}
     void processor_taken(int, sa::shim::Activation&) noexcept override {}
     void processor_preempted(int, sa::shim::Activation&) noexcept override {}

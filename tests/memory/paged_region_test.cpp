@@ -62,6 +62,14 @@ struct SleepyPager {
   }
 };
 
+// A pager for pager threads: sleeps the thread 20 ms, then fills.
+struct SleepyPagerOnThread {
+  void operator()(std::size_t page, std::span<std::byte> out) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    fill_page(page, out);
+  }
+};
+
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
 }  // namespace
@@ -356,8 +364,96 @@ TEST_CASE("PagedRegion: with the shim on, faults are activation_blocked upcalls 
                   << shim.handoff_detected_p50_us << " us; resumed by shim " << s.resumed_by_shim);
   CHECK(shim.activation_blocked >= 1);
   CHECK(shim.held >= 1);  // a faulter whose VProc was taken held before its next instruction
+  // Each faulter waits alone on its page: it stays asleep after the fill
+  // until a VProc hands it a processor (Resumable; not under TSan, see
+  // Shim::resume_faulted).
+  if (!sa_test::kTsan) CHECK(shim.held_asleep >= 1);
   CHECK(s.resumed_by_shim >= 1);
   CHECK(shim.activations_running <= kVProcs);
+}
+
+namespace {
+std::atomic<int> g_usr1{0};
+void on_usr1(int) { g_usr1.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace
+
+TEST_CASE("PagedRegion: a faulter left asleep after its fill that a signal wakes first still holds until a VProc is free") {
+  if (sa_test::kTsan) return;  // no Resumable activations under TSan (Shim::resume_faulted)
+  sa_test::Watchdog wd{30s, "a Resumable activation woken by a signal"};
+  // One VProc. F faults; its VProc goes to a spare, which runs M, a fiber
+  // that spins without runtime calls until told to stop, so no VProc can
+  // take F's activation after the fill (by a pager thread): it stays
+  // Resumable, asleep. A SIGUSR1 then wakes it out of the fault wait: it
+  // must hold (the monitor sees it run and signals it), not spin beside M.
+  struct sigaction act {}, old {};
+  act.sa_handler = &on_usr1;
+  act.sa_flags = SA_RESTART;
+  sigemptyset(&act.sa_mask);
+  REQUIRE(::sigaction(SIGUSR1, &act, &old) == 0);
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on, .max_activations = 16}};
+  std::atomic<int> f_tid{0};
+  std::atomic<bool> m_spinning{false}, stop{false};
+  std::atomic<long> f_spins{0};
+  long spins_early = -1, spins_late = -1;
+  std::thread driver([&] {
+    while (!m_spinning.load() || rt.stats().shim.held_asleep == 0) std::this_thread::sleep_for(1ms);
+    ::syscall(SYS_tgkill, ::getpid(), f_tid.load(), SIGUSR1);
+    std::this_thread::sleep_for(100ms);  // the monitor has long seen it run
+    spins_early = f_spins.load();
+    std::this_thread::sleep_for(100ms);
+    spins_late = f_spins.load();
+    stop.store(true);
+  });
+  rt.run([&] {
+    sa::PagedRegion region({.size = sys_page(), .pager = SleepyPagerOnThread{}, .pager_threads = 1});
+    sa::Fiber f = sa::spawn([&] {
+      f_tid.store(static_cast<int>(::gettid()));
+      SA_FIBER_CHECK(page_ok(region, 0));
+      while (!stop.load(std::memory_order_relaxed)) f_spins.fetch_add(1, std::memory_order_relaxed);
+    });
+    sa::this_fiber::yield();  // F runs and faults; its VProc comes back to us on a spare
+    m_spinning.store(true);
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+    f.join();
+  });
+  driver.join();
+  ::sigaction(SIGUSR1, &old, nullptr);
+  auto shim = rt.stats().shim;
+  INFO("usr1 " << g_usr1.load() << " held " << shim.held << " asleep " << shim.held_asleep << " held window p99 "
+               << shim.held_window_p99_us << " us; F spins " << spins_early << " then " << spins_late);
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(g_usr1.load() >= 1);      // the stray wake happened (in F's activation)
+  CHECK(shim.held_asleep == 1);   // F's activation was left asleep after the fill
+  CHECK(spins_early == spins_late);  // and, woken, held: no progress while M ran the VProc
+  CHECK(shim.held_window_p99_us > 0);  // the window from its wake-up to its hold was measured
+}
+
+TEST_CASE("PagedRegion: a faulter whose fiber blocks the hold signal is still resumed after its fill") {
+  if (sa_test::kTsan) return;  // no Resumable activations under TSan (Shim::resume_faulted)
+  sa_test::Watchdog wd{30s, "a Resumable activation that blocks the hold signal"};
+  // The fill leaves F's activation asleep (Resumable); the VProc that takes
+  // it signals it, but F blocked the signal: the sysmon must wake it on its
+  // page. F then runs until it unblocks the signal, and holds there.
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on, .max_activations = 16}};
+  bool ok = false;
+  rt.run([&] {
+    sa::PagedRegion region({.size = sys_page(), .pager = SleepyPager{2ms}});
+    sa::Fiber f = sa::spawn([&] {
+      sigset_t hold, old;
+      sigemptyset(&hold);
+      sigaddset(&hold, sa::shim::Shim::kHoldSignal());
+      ::pthread_sigmask(SIG_BLOCK, &hold, &old);
+      ok = page_ok(region, 0);
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    });
+    f.join();
+  });
+  auto shim = rt.stats().shim;
+  INFO("held " << shim.held << " asleep " << shim.held_asleep << " rewakes " << shim.resume_rewakes);
+  CHECK(ok);
+  CHECK(shim.held_asleep == 1);
+  CHECK(shim.resume_rewakes >= 1);
 }
 
 // --- budget and eviction ---------------------------------------------------------------

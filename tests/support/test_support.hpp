@@ -15,6 +15,13 @@
 
 namespace sa_test {
 
+// kTsan: built with -DSA_SANITIZE=thread (a few shim paths differ there).
+#if defined(SA_TSAN)
+inline constexpr bool kTsan = true;
+#else
+inline constexpr bool kTsan = false;
+#endif
+
 // Catch2's assertions are not thread-safe. Code that runs in a fiber or
 // thread beside other asserting code (on another VProc) uses
 // SA_FIBER_CHECK, which prints and counts a failure; the test then checks

@@ -26,11 +26,14 @@
 //     fault by the page's state (below).
 //   - Waiter: a faulting thread id (the message's ptid) with the time its
 //     message was read. Resolving a page resumes each waiter with
-//     Shim::resume_faulted(tid) (an activation: the hold signal interrupts
-//     its fault wait; a Lost one holds in the handler before any user
-//     instruction, I1), then one UFFDIO_WAKE on the page for the other
-//     threads (outside the runtime, or ShimMode::off) and for a faulter
-//     whose signal mask blocks the hold signal.
+//     Shim::resume_faulted(tid). A lone waiter that is a Lost activation
+//     stays asleep, queued for a processor, and the VProc that takes it
+//     wakes it with the hold signal (one wake-up per fault). Otherwise an
+//     activation's fault wait is interrupted by the hold signal at once (a
+//     Lost one holds in the handler before any user instruction, I1), and
+//     one UFFDIO_WAKE on the page wakes the other threads (outside the
+//     runtime, or ShimMode::off) and a faulter whose signal mask blocks the
+//     hold signal.
 //   - Budget: at most `resident_pages` pages are resident or being filled
 //     or evicted. A fill past it first evicts a victim chosen by CLOCK.
 //
@@ -61,9 +64,10 @@
 //      runs the pager into a staging buffer, then UFFDIO_COPY with
 //      UFFDIO_COPY_MODE_DONTWAKE: no sleeper runs yet.
 //   4. Under the lock p becomes Resident (CLOCK bit set) and the waiter
-//      list is taken; then each waiter is resumed (resume_faulted), then one
-//      UFFDIO_WAKE of p wakes the rest. An activation resumed so holds
-//      until a VProc hands it a processor (shim.hpp, steps 6-8).
+//      list is taken; then each waiter is resumed (resume_faulted), then,
+//      unless the only waiter was left asleep, one UFFDIO_WAKE of p wakes
+//      the rest. A Lost activation resumed so holds until a VProc hands it a
+//      processor (shim.hpp, steps 6-8, and the Resumable shortcut).
 //   Eviction (E), by a pager fiber that needs budget:
 //   E1. CLOCK: the hand passes resident pages, clearing set bits, and takes
 //       the first clear one: victim v, Resident -> Evicting.

@@ -85,6 +85,8 @@ struct ShimStats {
   uint64_t processor_preempted = 0;    // notices of kernel preemption
   uint64_t donations = 0;              // CPUs donated to preempted spinlock holders
   uint64_t held = 0;               // activations held after an unannounced block
+  uint64_t held_asleep = 0;        // ... of which held still asleep in a resolved page fault
+  uint64_t resume_rewakes = 0;     // ... that the hold signal could not wake (their fiber blocked it)
   double held_window_p50_us = 0;   // woke -> held: user code beside the spare (I1 window)
   double held_window_p99_us = 0;
   uint64_t records_swept = 0;      // perf rings whose records the monitor left unread for the sysmon's 1 ms sweep

@@ -22,6 +22,14 @@
 //               in the signal handler, whichever comes first.
 //   - Held:     woke after Lost; parked until a processor hands itself over
 //               (UMS-style), then User or Running again on that processor.
+//   - Resumable: Lost and still asleep in a page fault that its pager has
+//               resolved (Shim::resume_faulted): queued for a processor like
+//               a Held one, but left asleep, so it never runs until one is
+//               handed to it (no wake-up to hold, no park).
+//   - Resuming: Resumable and handed a processor; the hold signal wakes it
+//               and its handler takes the processor (Held, then User).
+//               Either of the two that finds itself awake first (a stray
+//               wake-up) turns Held and waits like any held activation.
 //   - Leaving:  runtime code with no processor, on the way to the pool (after
 //               a Blocked call returned, or after handing its processor to a
 //               Held activation).
@@ -32,9 +40,12 @@
 //
 //   Starting -> Spare <-> Running <-> Idle
 //                 ^       |  ^  ^
-//                 |       |  |  +--> User --(block seen: CAS)--> Lost -> Held
-//                 |       v  |                                            |
-//                 |     InCall  <------(processor handed over)------------+
+//                 |       |  |  +--> User --(block seen: CAS)--> Lost -----> Held
+//                 |       |  |                         (fault     |           ^ |
+//                 |       |  |                         resolved)  v           | |
+//                 |       |  |                            Resumable -> Resuming |
+//                 |       v  |                                                  |
+//                 |     InCall  <------(processor handed over)------------------+
 //                 |       |      (Held goes back to User or Running)
 //                 |       | monitor saw it block (CAS)
 //                 +---- Blocked -> Leaving (also Running -> Leaving when
@@ -54,7 +65,15 @@
 
 namespace sa::shim {
 
-enum class ActivationState : uint8_t { Starting, Spare, Running, User, InCall, Blocked, Lost, Held, Leaving, Idle, Exited };
+enum class ActivationState : uint8_t {
+  Starting, Spare, Running, User, InCall, Blocked, Lost, Resumable, Resuming, Held, Leaving, Idle, Exited
+};
+
+// must_hold() is true in the states whose activation, when it finds itself
+// running, must hold before it runs user code: Lost, Resumable, Resuming.
+inline bool must_hold(ActivationState s) noexcept {
+  return s >= ActivationState::Lost && s <= ActivationState::Resuming;
+}
 
 const char* to_string(ActivationState s) noexcept;
 
@@ -139,6 +158,13 @@ class Activation {
   // for it before reading them (wait_for_processor), since the handing
   // thread may be preempted between its CAS and that record.
   std::atomic<bool> taken_recorded{true};
+  // Resumable / Resuming: the resolved fault's page it sleeps on (its
+  // userfaultfd and range), written by resume_faulted before it is queued.
+  // The sysmon wakes it there if the hold signal does not (Shim::
+  // wake_resuming: a fiber blocked the signal).
+  int fault_uffd = -1;
+  void* fault_addr = nullptr;
+  size_t fault_len = 0;
   // Set while one Shim::handoff works on this activation (the monitor and
   // Shim::fault_seen may both try): handoffs of one activation never overlap.
   std::atomic<bool> in_handoff{false};

@@ -49,17 +49,26 @@
 //   6. monitor: a's switch-in record shows it woke; it tgkill()s a with
 //      kHoldSignal (the measured I1 window runs from that record).
 //   7. a, in the signal handler or at its next enter_runtime(), whichever
-//      is first: CAS Lost -> Held; upcall activation_held(a): the runtime
-//      queues a for a VProc (a VProc with local ready fibers alternates
+//      is first: CAS Lost -> Held; a joins the held queue, and the runtime
+//      is told (held_queued: a VProc with local ready fibers alternates
 //      between them and held activations: held ones may hold locks, ready
-//      ones may be the pager a faulter waits for) and a parks in
-//      wait_for_processor().
+//      ones may be the pager a faulter waits for); upcall
+//      activation_held(a): a parks in wait_for_processor().
 //   8. a VProc's loop (on activation h) finds a queued: it hands itself over
 //      (give_processor), h leaves its loop and turns Spare, a resumes its
 //      fiber on that processor. When the pool is exhausted, the monitor also
 //      gives a held activation the processor of an activation blocked in an
 //      announced call (it would otherwise wait for a processor that no
 //      running activation can give).
+// A page fault whose pager resolved it while a slept (resume_faulted) skips
+// the wake-up of step 6 and the park of step 7: a, still asleep, goes
+// Lost -> Resumable into the held queue; in step 8 the VProc's activation
+// makes it Resuming and signals it, and the handler takes the processor
+// (Held, then User) before the faulting access is retried. So a fault costs
+// one wake-up of a, not two wake-ups and a park (with 64 fibers faulting on
+// 2 CPUs the context switches were about 5 per fault, at 10-25 µs each on
+// the VM). If a wakes by itself first, the monitor signals it as in step 6
+// and it holds as in step 7 (it is queued already).
 //
 // Rejected: (a) a Go-style sysmon that polls every activation every 20 µs:
 // it burns a CPU whenever a call is in flight and cannot see page faults;
@@ -157,11 +166,15 @@ class UpcallHandler {
   // (neither runs `vp` at that moment): record in `a` (user_fiber,
   // loop_context) what is needed to give `a` a processor again.
   virtual void processor_taken(int vp, Activation& a) noexcept = 0;
-  // activation_held(a) runs on `a` itself (Held) when it woke after an
-  // unannounced block lost its processor: queue it for a processor (no
-  // later than every other scheduling turn of a VProc), wait with
-  // wait_for_processor(), and make the processor it
-  // gets current. Returns once `a` may run user code again.
+  // held_queued() is a notice: an activation joined the held queue (it
+  // woke after an unannounced block lost its processor, or its resolved
+  // fault left it Resumable). Make the VProcs take it, no later than every
+  // other scheduling turn of each, and wake an idle one. Any thread, maybe
+  // in a signal handler: lock-free; never blocks.
+  virtual void held_queued() noexcept = 0;
+  // activation_held(a) runs on `a` itself (Held, already queued): wait with
+  // wait_for_processor() and make the processor it gets current. Returns
+  // once `a` may run user code again.
   virtual void activation_held(Activation& a) noexcept = 0;
 };
 
@@ -195,6 +208,8 @@ struct ShimStats {
   uint64_t calls = 0;             // enter_call()s
   uint64_t pool_exhausted = 0;    // blocked calls left holding their processor
   uint64_t held = 0;              // activations held after an unannounced block
+  uint64_t held_asleep = 0;       // ... of which held still asleep in a resolved fault (Resumable)
+  uint64_t resume_rewakes = 0;    // Resuming ones the hold signal did not wake (wake_resuming)
   LatencyHistogram held_window_us;  // woke (kernel record) -> held: user code beside the spare
   int activations_started = 0;    // kernel threads started so far
   int activations_high_water = 0;
@@ -278,12 +293,16 @@ class Shim {
   // give_processor(); returns the processor, or -1 if the shim stops first
   // (the held code can never continue). Blocks the kernel thread.
   int wait_for_processor(Activation& a) noexcept;
-  // give_processor() hands processor `vp` to Held activation `a` (taken with
-  // take_held()). Called by the activation running `vp`, which becomes
-  // Leaving and must leave its loop, or by the monitor for a processor whose
-  // activation is blocked. Never blocks.
+  // give_processor() hands processor `vp` to held activation `a` (taken with
+  // take_held()): futex-wakes a Held one, signals a Resumable one awake.
+  // Called by the activation running `vp`, which becomes Leaving and must
+  // leave its loop, or by the monitor for a processor whose activation is
+  // blocked. Never blocks.
   void give_processor(Activation& a, int vp) noexcept;
-  // hold() holds Lost activation `a` (the caller); false if it was not Lost.
+  // hold() holds activation `a` (the caller): a Lost one joins the held
+  // queue, a Resumable or Resuming one (queued by resume_faulted) is there
+  // already; then it waits for a processor (activation_held). False if it
+  // was in none of those states (must_hold()).
   bool hold(Activation& a) noexcept;
   // take_held(vp) removes and returns a held activation for processor `vp`,
   // or null: the longest-held, unless one of the next few was last pinned
@@ -292,13 +311,38 @@ class Shim {
   // Waits only for the held-queue lock, which no User activation holds.
   Activation* take_held(int vp) noexcept;
   // resume_faulted() resumes activation `tid`, asleep in a page fault that
-  // its pager resolved without waking it (UFFDIO_COPY_MODE_DONTWAKE): a
-  // signal interrupts the fault wait, and the activation holds in the signal
-  // handler, before its next user instruction, if its processor was taken
-  // (Lost); otherwise it just retries the access. Returns false (and does
-  // nothing) if `tid` is not one of this shim's activations in activations
-  // mode: wake that thread with UFFDIO_WAKE instead. Never blocks.
-  bool resume_faulted(int tid) noexcept;
+  // its pager resolved without waking it (UFFDIO_COPY_MODE_DONTWAKE).
+  //   - Lost, asleep (its run-state word says so) and `page` given: it
+  //     stays asleep, Resumable, in the held queue; the VProc that takes it
+  //     wakes it with the hold signal, and its handler takes the processor
+  //     before the access is retried. One wake-up per fault instead of a
+  //     wake-up to hold, a park and a wake-up to run. Returns `queued`: the
+  //     caller must not wake it (UFFDIO_WAKE), or it would run beside the
+  //     activation running its old processor until the monitor signals it.
+  //     If the signal cannot wake it (its fiber blocked the hold signal),
+  //     the sysmon wakes it on `page` a sweep or two later (wake_resuming);
+  //     it then holds when it enters the runtime or unblocks the signal.
+  //   - Otherwise the hold signal interrupts the fault wait now; a Lost
+  //     activation holds in the handler before its next user instruction, a
+  //     User one just retries the access. Returns `signalled`; the caller
+  //     should still UFFDIO_WAKE the page, for a faulter whose signal mask
+  //     blocks the hold signal.
+  //   - `not_ours` (nothing done) if `tid` is not one of this shim's
+  //     activations in activations mode: wake it with UFFDIO_WAKE.
+  // Pass `page` only when no other thread waits on the same page (an
+  // UFFDIO_WAKE for them would wake this one too). Never blocks.
+  enum class FaultResume : uint8_t { not_ours, signalled, queued };
+  struct FaultPage {
+    int uffd;
+    void* addr;
+    size_t len;
+  };
+  FaultResume resume_faulted(int tid, const FaultPage* page = nullptr) noexcept;
+  // wake_resuming() wakes Resuming activation `a` with UFFDIO_WAKE on the
+  // page it sleeps on, for the sysmon when the hold signal has not woken it
+  // for a sweep or more. A spurious wake-up of another sleeper there costs
+  // it a retry of its access. Never blocks.
+  void wake_resuming(Activation& a) noexcept;
   // donate() gives the calling activation's CPU to `holder`, which the
   // kernel preempted while its fiber holds a spinlock the caller waits for
   // (issue 5): it marks `holder` donated and pins it to the caller's CPU,
@@ -384,6 +428,7 @@ class Shim {
   Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
+  void push_held(Activation& a) noexcept;  // onto held_incoming_; lock-free
   void record_handoff(int64_t blocked_at_ns, bool call) noexcept;
   static void install_hold_handler();
 
@@ -416,7 +461,8 @@ class Shim {
   std::atomic<int> starting_{0};             // started, not yet in the pool
   std::atomic<bool> warned_exhausted_{false};
 
-  std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0};
+  std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0},
+      n_held_asleep_{0}, n_resume_rewakes_{0};
   std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<int> high_water_{0};
   std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
@@ -443,7 +489,7 @@ inline bool Shim::enter_runtime() noexcept {
       if (a->try_state(ActivationState::User, ActivationState::Running)) return true;
       continue;
     }
-    if (s != ActivationState::Lost) return false;  // already in the runtime (or plain mode)
+    if (!must_hold(s)) return false;  // already in the runtime (or plain mode)
     if (a->shim->hold(*a)) {
       a->set_state(ActivationState::Held, ActivationState::Running);
       return true;

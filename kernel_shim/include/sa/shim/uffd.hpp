@@ -10,7 +10,8 @@
 // poison()) and decides when the sleeper resumes: at once, or, with the
 // DONTWAKE mode, only at wake() or when a signal interrupts its wait (the
 // shim's Shim::resume_faulted(), which makes a Lost activation hold before
-// its next user instruction, I1).
+// its next user instruction, I1, or leaves it asleep until a processor is
+// handed to it).
 //
 // Choices.
 //   - Always opened with UFFD_USER_MODE_ONLY: it needs no privilege (with

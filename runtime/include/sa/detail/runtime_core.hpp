@@ -42,6 +42,7 @@ class RuntimeCore final : public shim::UpcallHandler {
   // Notice, on the shim's monitor: `vp` is taken from blocked `a`.
   void processor_taken(int vp, shim::Activation& a) noexcept override;
   // Upcall, on `a` (Held): queue it for a VProc, wait, take that VProc.
+  void held_queued() noexcept override;
   void activation_held(shim::Activation& a) noexcept override;
   // hand_to_held() gives VProc `v` (run by the calling activation, in its
   // loop) to a held activation if one waits; true if it did (the caller
