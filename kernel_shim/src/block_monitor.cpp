@@ -320,7 +320,7 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
       p.retries = -1;  // from an earlier call, or it runs again: drop
       continue;
     }
-    shim_.handoff(*p.a, p.blocked_at_ns);
+    shim_.handoff(*p.a, p.blocked_at_ns, overdue_only ? Shim::HandoffBy::sysmon : Shim::HandoffBy::monitor);
   }
   std::lock_guard g(lock_);
   bool left = false;

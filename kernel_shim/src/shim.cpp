@@ -204,18 +204,19 @@ void Shim::return_spare(Activation& a) noexcept {
   spares_ = &a;
 }
 
-bool Shim::handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
+bool Shim::handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept {
   // acquire/release: one handoff of `a` at a time, each seeing the last
   // one's writes (taken_recorded, signalled). The other caller is already
   // on it: nothing to do here.
   if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
-  const bool done = handoff_locked(a, blocked_at_ns, from_monitor);
+  const bool done = handoff_locked(a, blocked_at_ns, by);
   a.in_handoff.store(false, std::memory_order_release);
   return done;
 }
 
-bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept {
+bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept {
   const ActivationState from = a.state();
+  const bool from_monitor = by != HandoffBy::fault_server;
   if (stopping_.load(std::memory_order_seq_cst) ||
       (from != ActivationState::InCall && from != ActivationState::User) ||
       (!from_monitor && from != ActivationState::User))
@@ -231,6 +232,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
     std::unique_lock g(held_lock_);
     if (Activation* h = held_front()) {
       if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) return true;
+      n_handoffs_by_[static_cast<int>(by)].fetch_add(1, std::memory_order_relaxed);
       pop_held();
       g.unlock();
       handler_.processor_taken(vp, a);
@@ -275,6 +277,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monito
   }
   // Ours now: a concurrent handoff's CAS failed. Reset the Lost bookkeeping
   // only after the CAS, so a loser cannot clear what the winner set.
+  n_handoffs_by_[static_cast<int>(by)].fetch_add(1, std::memory_order_relaxed);
   a.woke_at_ns.store(0, std::memory_order_relaxed);
   a.exhausted_counted.store(false, std::memory_order_relaxed);
   handler_.processor_taken(vp, a);
@@ -461,7 +464,7 @@ bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
   // The same path as the monitor's (they may race: one CAS User -> Lost
   // wins, the other gives its spare back).
   // handoff() returns true also when the monitor is on it: report only ours.
-  return handoff(*a, at_ns, /*from_monitor=*/false) && a->state() == ActivationState::Lost;
+  return handoff(*a, at_ns, HandoffBy::fault_server) && a->state() == ActivationState::Lost;
 }
 
 Shim::FaultResume Shim::resume_faulted(int tid, const FaultPage* page) noexcept {
@@ -694,6 +697,10 @@ ShimStats Shim::stats() const {
   s.held = n_held_.load(std::memory_order_relaxed);
   s.held_asleep = n_held_asleep_.load(std::memory_order_relaxed);
   s.resume_rewakes = n_resume_rewakes_.load(std::memory_order_relaxed);
+  s.handoffs_by_monitor = n_handoffs_by_[static_cast<int>(HandoffBy::monitor)].load(std::memory_order_relaxed);
+  s.handoffs_by_sysmon = n_handoffs_by_[static_cast<int>(HandoffBy::sysmon)].load(std::memory_order_relaxed);
+  s.handoffs_by_fault_server =
+      n_handoffs_by_[static_cast<int>(HandoffBy::fault_server)].load(std::memory_order_relaxed);
   for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
     s.held_window_us.buckets[i] = held_buckets_[i].load(std::memory_order_relaxed);
   s.activations_high_water = high_water_.load(std::memory_order_relaxed);

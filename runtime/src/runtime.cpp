@@ -119,7 +119,10 @@ Stats Runtime::stats() const {
                      .resume_rewakes = k.resume_rewakes,
                      .held_window_p50_us = k.held_window_us.percentile(50),
                      .held_window_p99_us = k.held_window_us.percentile(99),
-                     .records_swept = k.records_swept};
+                     .records_swept = k.records_swept,
+                     .handoffs_by_monitor = k.handoffs_by_monitor,
+                     .handoffs_by_sysmon = k.handoffs_by_sysmon,
+                     .handoffs_by_fault_server = k.handoffs_by_fault_server};
   s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
   s.fibers_live = core_->live.load(std::memory_order_relaxed);
   return s;

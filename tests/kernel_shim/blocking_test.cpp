@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_hogs.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -305,6 +306,29 @@ TEST_CASE("the sysmon's periodic sweep alone finds blocks whose record wake-up n
   CHECK(s.activation_blocked >= 1);
   CHECK(s.held >= 1);
   CHECK(s.records_swept >= 1);
+  CHECK(s.activations_running <= 2);
+}
+
+TEST_CASE("with a CPU hog on every VProc's CPU, the sysmon hands off the blocks the starved monitor cannot reach") {
+  // The monitor runs SCHED_IDLE: beside a hog on every CPU it hardly ever
+  // gets one (handoffs took 11-20 ms before the sysmon). The sysmon, a
+  // normal thread on a timer, must do the handoffs instead.
+  sa_test::Watchdog wd{30s, "raw-read deadlock scenario beside CPU hogs"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  std::vector<int> cpus;
+  for (const auto& v : rt.stats().vprocs) cpus.push_back(v.cpu);
+  sa_hogs::CpuHogs hogs{static_cast<int>(cpus.size()), cpus};
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
+  hogs.stop();
+  CHECK(got == 10);
+  CHECK(sa_test::fiber_failures() == 0);
+  auto s = rt.stats().shim;
+  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", by sysmon " << s.handoffs_by_sysmon << "; held "
+                              << s.held << " swept " << s.records_swept);
+  CHECK(s.perf);
+  CHECK(s.handoffs_by_sysmon >= 1);
+  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= s.activation_blocked);  // (a spare counts its upcall when it runs)
   CHECK(s.activations_running <= 2);
 }
 

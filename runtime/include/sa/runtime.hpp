@@ -91,6 +91,9 @@ struct ShimStats {
   double held_window_p99_us = 0;
   uint64_t records_swept = 0;      // perf rings whose records the monitor left unread for the sysmon's 1 ms sweep
                                    // (their wake-up never came, or the monitor had no CPU)
+  uint64_t handoffs_by_monitor = 0;       // handoffs by who saw the block: the block monitor (a perf record),
+  uint64_t handoffs_by_sysmon = 0;        // the sysmon's sweep (the monitor had no CPU, or no wake-up),
+  uint64_t handoffs_by_fault_server = 0;  // a PagedRegion's fault server (a uffd message)
 };
 
 struct Stats {

@@ -99,9 +99,9 @@ class BlockMonitor {
   // sweep() returns whether it found work the monitor had left.
   bool sweep() noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
-  // hand_off_blocks() tries the handoff of every noted block (overdue_only:
-  // those noted a sweep ago; it marks the others) and returns whether any
-  // was left noted.
+  // hand_off_blocks() tries the handoff of every noted block (overdue_only,
+  // the sysmon: those noted a sweep ago; it marks the others) and returns
+  // whether any was left noted.
   void note_block(Watch& w, int64_t blocked_at, bool overdue) noexcept;
   bool hand_off_blocks(bool overdue_only) noexcept;
   void kick() noexcept;

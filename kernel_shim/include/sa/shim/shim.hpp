@@ -220,6 +220,13 @@ struct ShimStats {
   uint64_t preempted = 0;         // processor_preempted notices
   uint64_t donations = 0;         // processors donated to preempted spinlock holders
   uint64_t records_swept = 0;     // perf rings left unread for a sysmon sweep (block_monitor.hpp)
+  // Handoffs (blocked or lost processors given away) by who saw the block:
+  // the monitor (woken by a record), the sysmon (its sweep, when the
+  // monitor had no CPU or no wake-up), a region's fault server (a uffd
+  // message naming the faulter).
+  uint64_t handoffs_by_monitor = 0;
+  uint64_t handoffs_by_sysmon = 0;
+  uint64_t handoffs_by_fault_server = 0;
 };
 
 class BlockMonitor;
@@ -375,12 +382,14 @@ class Shim {
   bool has_held() const noexcept { return n_waiting_held_.load(std::memory_order_acquire) > 0; }
 
   // --- for the BlockMonitor ---
-  // handoff() gives the processor of InCall activation `a` to a spare
-  // (protocol steps 3-4); `blocked_at_ns` is when it blocked. Returns false
-  // if no spare is free yet but one is starting: call again soon.
-  // `from_monitor` false (Shim::fault_seen): only a User activation, only
-  // to a spare (the held-taker branch would make the caller Leaving).
-  bool handoff(Activation& a, int64_t blocked_at_ns, bool from_monitor = true) noexcept;
+  // handoff() gives the processor of InCall or User activation `a` to a
+  // spare (protocol steps 3-4); `blocked_at_ns` is when it blocked; `by`
+  // says who saw the block (counted per caller in stats()). Returns false
+  // if no spare is free yet but one is starting: call again soon. By the
+  // fault server (Shim::fault_seen): only a User activation, only to a
+  // spare (the held-taker branch would make the caller Leaving).
+  enum class HandoffBy : uint8_t { monitor, sysmon, fault_server };
+  bool handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by = HandoffBy::monitor) noexcept;
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -421,7 +430,7 @@ class Shim {
   static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
-  bool handoff_locked(Activation& a, int64_t blocked_at_ns, bool from_monitor) noexcept;  // handoff(), exclusive
+  bool handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept;  // handoff(), exclusive
   Activation* start_activation(uint32_t job);  // under lock_
   // take_spare() pops a spare, preferably one last pinned to `cpu`.
   Activation* take_spare(int cpu) noexcept;
@@ -463,6 +472,7 @@ class Shim {
 
   std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0},
       n_held_asleep_{0}, n_resume_rewakes_{0};
+  std::atomic<uint64_t> n_handoffs_by_[3] = {};  // by HandoffBy
   std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<int> high_water_{0};
   std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
