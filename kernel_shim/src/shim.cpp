@@ -447,19 +447,17 @@ void Shim::push_held(Activation& a) noexcept {
   handler_.held_queued();
 }
 
+Activation* Shim::find(int tid) const noexcept {
+  PoolLock g(lock_);
+  for (const auto& a : all_)
+    if (a->tid() == tid) return a.get();
+  return nullptr;
+}
+
 bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
   if (!options_.activations || tid <= 0) return false;
   const Section section;  // a pager's fiber must not be held in a handoff
-  Activation* a = nullptr;
-  {
-    PoolLock g(lock_);
-    for (const auto& x : all_)
-      if (x->tid() == tid) {
-        a = x.get();
-        break;
-      }
-  }
-  // Activations are never freed before stop(): `a` stays valid.
+  Activation* a = find(tid);
   if (!a || a->state() != ActivationState::User || a->cpu_state() != CpuState::Sleeping) return false;
   // The same path as the monitor's (they may race: one CAS User -> Lost
   // wins, the other gives its spare back).
@@ -470,16 +468,7 @@ bool Shim::fault_seen(int tid, int64_t at_ns) noexcept {
 Shim::FaultResume Shim::resume_faulted(int tid, const FaultPage* page) noexcept {
   if (!options_.activations || tid <= 0) return FaultResume::not_ours;
   const Section section;  // (the pager's fiber is not handed off meanwhile)
-  Activation* a = nullptr;
-  {
-    PoolLock g(lock_);
-    for (const auto& x : all_)
-      if (x->tid() == tid) {
-        a = x.get();
-        break;
-      }
-  }
-  // Activations are never freed before stop(): `a` stays valid.
+  Activation* a = find(tid);
   if (!a) return FaultResume::not_ours;
   // Asleep as far as the kernel's last record says. If it wakes by itself
   // after this look, it runs while Resumable: the monitor sees its

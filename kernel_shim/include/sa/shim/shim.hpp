@@ -438,6 +438,9 @@ class Shim {
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
   void push_held(Activation& a) noexcept;  // onto held_incoming_; lock-free
+  // find() is the activation with kernel thread id `tid`, or null. It stays
+  // valid: activations are freed only by stop().
+  Activation* find(int tid) const noexcept;
   void record_handoff(int64_t blocked_at_ns, bool call) noexcept;
   static void install_hold_handler();
 
