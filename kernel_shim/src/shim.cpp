@@ -476,9 +476,9 @@ Shim::FaultResume Shim::resume_faulted(int tid, const FaultPage* page) noexcept 
   if (kMayLeaveAsleep && page && a->state() == ActivationState::Lost && a->cpu_state() == CpuState::Sleeping &&
       a->try_state(ActivationState::Lost, ActivationState::Resumable)) {
     // (Published by the queue push's release, read after it.)
-    a->fault_uffd = page->uffd;
-    a->fault_addr = page->addr;
-    a->fault_len = page->len;
+    a->fault_uffd.store(page->uffd, std::memory_order_relaxed);
+    a->fault_addr.store(page->addr, std::memory_order_relaxed);
+    a->fault_len.store(page->len, std::memory_order_relaxed);
     n_held_.fetch_add(1, std::memory_order_relaxed);
     n_held_asleep_.fetch_add(1, std::memory_order_relaxed);
     push_held(*a);
@@ -495,11 +495,13 @@ Shim::FaultResume Shim::resume_faulted(int tid, const FaultPage* page) noexcept 
 }
 
 void Shim::wake_resuming(Activation& a) noexcept {
-  if (a.state() != ActivationState::Resuming || a.fault_uffd < 0) return;
-  uffdio_range r{.start = reinterpret_cast<uint64_t>(a.fault_addr), .len = a.fault_len};
+  const int uffd = a.fault_uffd.load(std::memory_order_relaxed);
+  if (a.state() != ActivationState::Resuming || uffd < 0) return;
+  uffdio_range r{.start = reinterpret_cast<uint64_t>(a.fault_addr.load(std::memory_order_relaxed)),
+                 .len = a.fault_len.load(std::memory_order_relaxed)};
   // It fails only if the region is gone (its uffd closed, which woke every
   // sleeper on it): nothing left to wake.
-  if (::ioctl(a.fault_uffd, UFFDIO_WAKE, &r) == 0) n_resume_rewakes_.fetch_add(1, std::memory_order_relaxed);
+  if (::ioctl(uffd, UFFDIO_WAKE, &r) == 0) n_resume_rewakes_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool Shim::donate(Activation& holder) noexcept {

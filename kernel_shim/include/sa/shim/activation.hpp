@@ -161,10 +161,11 @@ class Activation {
   // Resumable / Resuming: the resolved fault's page it sleeps on (its
   // userfaultfd and range), written by resume_faulted before it is queued.
   // The sysmon wakes it there if the hold signal does not (Shim::
-  // wake_resuming: a fiber blocked the signal).
-  int fault_uffd = -1;
-  void* fault_addr = nullptr;
-  size_t fault_len = 0;
+  // wake_resuming: a fiber blocked the signal). Atomic: the sysmon may read
+  // an older fault's while the next one is written (a spurious wake-up).
+  std::atomic<int> fault_uffd{-1};
+  std::atomic<void*> fault_addr{nullptr};
+  std::atomic<size_t> fault_len{0};
   // Set while one Shim::handoff works on this activation (the monitor and
   // Shim::fault_seen may both try): handoffs of one activation never overlap.
   std::atomic<bool> in_handoff{false};
