@@ -499,8 +499,10 @@ void Shim::wake_resuming(Activation& a) noexcept {
   if (a.state() != ActivationState::Resuming || uffd < 0) return;
   uffdio_range r{.start = reinterpret_cast<uint64_t>(a.fault_addr.load(std::memory_order_relaxed)),
                  .len = a.fault_len.load(std::memory_order_relaxed)};
-  // It fails only if the region is gone (its uffd closed, which woke every
-  // sleeper on it): nothing left to wake.
+  // If the region is gone, its uffd was closed, which woke every sleeper
+  // on it; the call then fails (EBADF, ENOTTY) with nothing left to wake.
+  // (Only a region destroyed while its fibers still touch it, which
+  // paged_region.hpp forbids, lets the number name another file by then.)
   if (::ioctl(uffd, UFFDIO_WAKE, &r) == 0) n_resume_rewakes_.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -8,8 +8,10 @@
 // thread's epoll_wait (DESIGN.md: the settings tried here); one epoll set
 // holds every activation's fd, so a wake-up costs the fds that have records.
 // A PERF_RECORD_SWITCH switch-out without PERF_RECORD_MISC_SWITCH_OUT_PREEMPT
-// is a block; records of activations that are not InCall (idle futex waits,
-// spares) are ignored.
+// is a block when its activation is InCall or User (fiber code); those of
+// the others (idle futex waits, spares, runtime code) are ignored. A
+// switch-in of a Lost or Resumable activation makes it hold (shim.hpp,
+// step 6).
 // Records carry CLOCK_MONOTONIC times (use_clockid), so the shim can measure
 // the handoff latency from the block itself. The monitor thread runs under
 // SCHED_IDLE: it takes a CPU only when one is free, which is exactly when an
@@ -92,11 +94,14 @@ class BlockMonitor {
   bool drain(Watch& w, int64_t& blocked_at) noexcept;
   void scan_fallback() noexcept;
   // any_exposed() is true if some watched activation could block unseen
-  // (Running, User, InCall, Lost or Held); sweep() (sysmon thread) drains
+  // (Running, User, InCall, or one held: Lost, Held, Resumable, Resuming),
+  // or a noted block waits for its handoff; sweep() (sysmon thread) drains
   // every ring whose records stayed unread since the previous sweep and
   // hands off the blocks it finds.
   bool any_exposed() noexcept;
-  // sweep() returns whether it found work the monitor had left.
+  // sweep() returns whether it found work the monitor had left. It also
+  // wakes, on its page, a Resuming activation found asleep by two sweeps in
+  // a row (Shim::wake_resuming).
   bool sweep() noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
   // hand_off_blocks() tries the handoff of every noted block (overdue_only,
