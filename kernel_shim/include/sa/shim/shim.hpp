@@ -107,6 +107,22 @@
 // SCHED_IDLE and a timer-driven sysmon at normal priority hands off what the
 // monitor has not reached (block_monitor.hpp): p50 0.2-0.5 ms under the
 // hogs, for about 1-2% of the compute while fibers run.
+// (g) A monitor per CPU (tried after eba4b38): one pinned to each VProc's
+// CPU, SCHED_IDLE, its epoll set holding the fds of the activations pinned
+// there (a fd moving with its activation's pin), so that the monitor wakes
+// on the CPU the block vacated. In place, in one noisy hour: switch-out
+// record -> monitor awake 4.5-5 µs at p50 with the monitor pinned to the
+// blocked CPU, 32-34 µs pinned to the other CPU, 15-25 µs unpinned. Medians
+// of 10 alternating runs of bench_handoff: detected p50 21.9 -> 15.3 µs and
+// p99 203 -> 32 µs, announced p50 20.4 -> 19.0 µs. But with a CPU hog on
+// the blocked CPU only, its monitor cannot run there and the sysmon does
+// every handoff: announced p50 22 -> 525 µs, p99 to 30 ms, where one
+// unpinned monitor finds the idle CPU. With each fd also in an unpinned
+// monitor's set (two wake-ups per record), the hog case recovered in some
+// runs only (p50 22-266 µs, p99 5-6.6 ms) and the quiet case lost
+// (announced p50 13.9 against 10.7-12.3 µs). Left: the futex wake of the
+// spare, 9-10 µs from the wake to the spare running on one CPU that hour (a
+// probe's bare same-CPU futex wake-up, no perf events: 6-8 µs).
 // Where a handoff's time goes on the 2-CPU VM (medians, measured in place):
 // switch-out record -> monitor awake 3-4.5 µs, the monitor's handoff 1 µs,
 // its futex wake -> the spare running 5.5 µs, the spare -> the next fiber
