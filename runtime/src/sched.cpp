@@ -16,6 +16,26 @@ namespace {
 // post_unlock: the fiber that parked is saved; now wakers may find it.
 void post_unlock(FiberCtl*, void* lock) noexcept { static_cast<SpinLock*>(lock)->unlock(); }
 
+// A park with a deadline: its timer, the heap to arm it on, and the lock
+// to release (or null).
+struct TimedPark {
+  TimerNode* timer;
+  TimerHeap* heap;
+  SpinLock* lock;
+};
+
+// post_arm: the fiber that parked is saved; now its timer may fire, then
+// wakers may find it. Armed before the switch, the timer could fire in the
+// pick that chooses the next fiber (every kGlobalEvery-th pick fires the
+// expired timers): with a short deadline, that readied the parking fiber
+// itself, which was then switched to on its stale context (a crash), or
+// stolen and run twice.
+void post_arm(FiberCtl*, void* arg) noexcept {
+  const TimedPark& p = *static_cast<const TimedPark*>(arg);
+  p.heap->arm(p.timer);
+  if (p.lock) p.lock->unlock();
+}
+
 // post_exit: the fiber that finished gives its stack back and is retired.
 void post_exit(FiberCtl* prev, void*) noexcept {
   VProc* vp = current_vproc();
@@ -123,14 +143,18 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
   if (!vp || !vp->in_fiber()) return park_thread(w, lock, deadline_ns);
   FiberCtl* self = vp->current;
   TimerNode timer;
-  if (deadline_ns != TimerHeap::kNever) {
-    timer.deadline = deadline_ns;
-    timer.waiter = &w;
-    vp->timers.arm(&timer);
-  }
   self->set_state(FiberState::Running, FiberState::Parked);
   count(vp->counters.fiber_parks);
-  vp->switch_from(self, lock ? &post_unlock : nullptr, lock);
+  if (deadline_ns != TimerHeap::kNever) {
+    // Armed on the far side of the switch (post_arm), on this VProc: the
+    // switch does not change threads.
+    timer.deadline = deadline_ns;
+    timer.waiter = &w;
+    TimedPark p{&timer, &vp->timers, lock};
+    vp->switch_from(self, &post_arm, &p);
+  } else {
+    vp->switch_from(self, lock ? &post_unlock : nullptr, lock);
+  }
   // Resumed, perhaps on another VProc: `vp` is stale.
   if (timer.heap) timer.heap->disarm(&timer);
   return w.load();

@@ -73,3 +73,39 @@ TEST_CASE("sleep outside the runtime sleeps the thread") {
   sa::this_fiber::sleep_for(5ms);
   CHECK(Clock::now() - t0 >= 5ms);
 }
+
+TEST_CASE("a deadline that expires while its fiber is parking does not resume it before it is saved") {
+  // Every kGlobalEvery-th pick fires the VProc's expired timers. A fiber
+  // that parks with a deadline of 1 ns passes through that pick on its way
+  // out: its own timer has expired by then, and the fiber is not saved yet.
+  // Before the fix, the pick readied it and switched to its stale context
+  // (a crash, or a fiber running twice). Many rounds, so that some of the
+  // parks hit the periodic pick; alone and beside a yielding fiber; with no
+  // lock (sleep) and with one (CondVar).
+  const int vprocs = GENERATE(1, 2);
+  const bool company = GENERATE(false, true);
+  sa_test::Watchdog wd{std::chrono::seconds(30), "parks with expired deadlines"};
+  sa::Runtime rt{{.vprocs = vprocs}};
+  rt.run([company] {
+    std::atomic<bool> stop{false};
+    sa::Fiber yielder;
+    if (company)
+      yielder = sa::spawn([&stop] {
+        while (!stop.load(std::memory_order_relaxed)) sa::this_fiber::yield();
+      });
+    long timeouts = 0;
+    for (int i = 0; i < 20000; ++i) {
+      sa::this_fiber::sleep_for(1ns);
+      sa::this_fiber::sleep_until(Clock::now());
+    }
+    sa::Mutex m;
+    sa::CondVar cv;
+    for (int i = 0; i < 20000; ++i) {
+      std::unique_lock lk(m);
+      if (cv.wait_for(lk, 1ns) == std::cv_status::timeout) ++timeouts;
+    }
+    stop = true;
+    if (company) yielder.join();
+    CHECK(timeouts == 20000);
+  });
+}
