@@ -31,7 +31,10 @@ struct TimedPark {
 // itself, which was then switched to on its stale context (a crash), or
 // stolen and run twice.
 void post_arm(FiberCtl*, void* arg) noexcept {
-  const TimedPark& p = *static_cast<const TimedPark*>(arg);
+  // Copied first, as complete_record() copies its record: it lives on the
+  // parked fiber's stack, and the fiber may run again once its lock is
+  // released (or, were any other thread to fire this heap, once armed).
+  const TimedPark p = *static_cast<const TimedPark*>(arg);
   p.heap->arm(p.timer);
   if (p.lock) p.lock->unlock();
 }
