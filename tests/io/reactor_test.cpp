@@ -149,10 +149,13 @@ TEST_CASE("reactor: operations that complete inline or park, with and without de
   // VProc a fiber submits and reaps its own operation (OpState::Inline) and
   // wakes its peer from there; with others ready it parks (InKernel). Every
   // third read has a deadline that has passed already: it either returns
-  // data or fails with ETIMEDOUT having consumed nothing.
+  // data or fails with ETIMEDOUT having consumed nothing. With the shim on
+  // too: the reactor's calls then run in RuntimeSections.
   const int vprocs = GENERATE(1, 2);
+  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO((shim == sa::ShimMode::on ? "shim on" : "shim off"));
   sa_test::Watchdog wd{60s, "reactor inline completions with deadlines"};
-  sa::Runtime rt{{.vprocs = vprocs}};
+  sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
   rt.run([] {
     constexpr int kPairs = 4;
     constexpr uint32_t kRounds = 3000;
