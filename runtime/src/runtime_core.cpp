@@ -343,26 +343,37 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   // Not a guard page: hand the fault to whoever handled SIGSEGV before us,
   // once: that handler may itself hand it back to us (it was installed
   // after an earlier Runtime's handler and chains to it; we then took the
-  // front again, install_overflow_handler()).
-  static thread_local bool handing_on = false;
-  if (!handing_on) {
-    handing_on = true;
+  // front again, install_overflow_handler()). A fault handed back is a call
+  // nested in ours: the same signal frame (uctx), deeper on the same stack.
+  // (Not a flag set while we hand on: a handler that leaves by siglongjmp,
+  // as probing code does, would leave it set, and every later fault on the
+  // thread would skip that handler. A later delivery has another frame, or
+  // the same one at the same depth: never both the same frame and deeper.)
+  struct HandingOn {
+    void* uctx = nullptr;
+    uintptr_t frame = 0;
+  };
+  static thread_local HandingOn outer;
+  const auto frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  if (!(outer.uctx == uctx && frame < outer.frame)) {
+    const HandingOn saved = outer;
+    outer = HandingOn{uctx, frame};
     const PreviousSegv* record = g_previous_segv.load(std::memory_order_acquire);
     const struct sigaction* prev = record ? &record->action : nullptr;
+    bool handled = false;
     if (!prev) {
       // The first install has not published its predecessor yet: default action.
     } else if (prev->sa_flags & SA_SIGINFO) {
       if (prev->sa_sigaction) {
         prev->sa_sigaction(sig, info, uctx);
-        handing_on = false;
-        return;
+        handled = true;
       }
     } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
       prev->sa_handler(sig);
-      handing_on = false;
-      return;
+      handled = true;
     }
-    handing_on = false;
+    outer = saved;
+    if (handled) return;
   }
   // Default action: restore it; returning re-executes the faulting access.
   signal(SIGSEGV, SIG_DFL);

@@ -5,8 +5,10 @@
 
 #include <sa/sa.hpp>
 
+#include <csetjmp>
 #include <csignal>
 #include <cstdint>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <stdexcept>
 
@@ -65,7 +67,43 @@ void install_app_segv_handler() {
   ::sigaction(SIGSEGV, &sa, nullptr);
 }
 
+// A handler that recovers from a fault by siglongjmp, as probing code does.
+sigjmp_buf g_probe_env;
+void probe_segv_handler(int) { siglongjmp(g_probe_env, 1); }
+
 }  // namespace
+
+TEST_CASE("a SIGSEGV handler that leaves by siglongjmp gets every fault that is not a guard page's") {
+  // Installed before the Runtime: ours hands it the faults that are not
+  // ours. Its siglongjmp skips the rest of our handler, which must not
+  // leave the next fault on that thread without it. Three faults, in a
+  // fiber and on a plain thread; the child exits with how many it survived.
+  auto r = sa_test::run_in_child(
+      [] {
+        struct sigaction sa {};
+        sa.sa_handler = &probe_segv_handler;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGSEGV, &sa, nullptr);
+        void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) std::_Exit(100);
+        auto probe = [page] {
+          int survived = 0;
+          for (int i = 0; i < 3; ++i)
+            if (sigsetjmp(g_probe_env, 1) == 0) *static_cast<volatile int*>(page) = i;
+            else ++survived;
+          return survived;
+        };
+        sa::Runtime rt{{.vprocs = 1}};
+        int in_fiber = 0;
+        rt.run([&] { sa::spawn([&] { in_fiber = probe(); }).join(); });
+        std::_Exit(in_fiber + probe());
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exited);
+  CHECK(r.status == 6);
+}
 
 TEST_CASE("a SIGSEGV handler installed after a Runtime neither hides a later overflow report nor loses other faults") {
   SECTION("a guard-page fault is still reported as a stack overflow") {
