@@ -418,6 +418,8 @@ class Shim {
   }
 
  private:
+  friend struct ShimTestAccess;  // tests/kernel_shim/held_queue_test.cpp: the held queue alone
+
   // PoolLock holds lock_ as runtime code (enter_runtime). A fiber's own
   // code (User) that blocked while holding it would be made Lost and then
   // held with it (step 7); the fibers on the other VProcs, waiting for it in
