@@ -20,6 +20,7 @@ Options validate(Options o) {
   if (o.vprocs > 1024) throw std::invalid_argument("sa::Runtime: Options::vprocs must be <= 1024");
   if (o.stack_size < 16 * 1024) throw std::invalid_argument("sa::Runtime: Options::stack_size must be >= 16 KiB");
   if (o.max_activations < 0) throw std::invalid_argument("sa::Runtime: Options::max_activations must be >= 0");
+  if (o.time_slice.count() < 0) throw std::invalid_argument("sa::Runtime: Options::time_slice must be >= 0 (0 = off)");
   return o;
 }
 
@@ -69,6 +70,7 @@ VProcStats Stats::total() const noexcept {
     t.preemptions += v.preemptions;
     t.spin_recoveries += v.spin_recoveries;
     t.spin_donations += v.spin_donations;
+    t.slice_yields += v.slice_yields;
   }
   return t;
 }
@@ -92,6 +94,7 @@ Stats Runtime::stats() const {
         .preemptions = get(c.preemptions),
         .spin_recoveries = get(c.spin_recoveries),
         .spin_donations = get(c.spin_donations),
+        .slice_yields = get(c.slice_yields),
         .revoked_and_stood_down = v.stood_down.load(std::memory_order_acquire),
     });
   }
@@ -131,6 +134,8 @@ Stats Runtime::stats() const {
 namespace this_fiber {
 
 void yield() noexcept { detail::yield(); }
+
+void maybe_yield() noexcept { detail::maybe_yield(); }
 
 void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
   if (!detail::current_fiber()) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <pthread.h>
 #include <thread>
 #include <unistd.h>
 
@@ -62,11 +63,42 @@ RuntimeCore::RuntimeCore(const Options& options) {
                                        *this);
   try {
     shim_->start();
+    if (options.time_slice.count() > 0) slicer_ = std::thread([this, slice = options.time_slice] { run_slicer(slice); });
   } catch (...) {
     stop();
     shim_->stop();
     throw;
   }
+}
+
+void RuntimeCore::run_slicer(std::chrono::microseconds slice) noexcept {
+  ::pthread_setname_np(::pthread_self(), "sa-slicer");
+  // A VProc whose switch count did not move between two looks has run one
+  // fiber (or slept in its loop) for a whole slice at least. Mark it if
+  // other fibers wait that it could run: its own queues, or the global one.
+  // Relaxed throughout: a hint, read again by nobody; a stale mark costs
+  // the next fiber one early yield at most.
+  std::vector<uint64_t> seen(vprocs_.size(), ~uint64_t{0});
+  std::unique_lock g(slicer_lock_);
+  while (!slicer_cv_.wait_for(g, slice, [this] { return slicer_stop_; })) {
+    for (size_t i = 0; i < vprocs_.size(); ++i) {
+      VProc& v = *vprocs_[i];
+      const uint64_t switches = v.counters.switches.load(std::memory_order_relaxed);
+      const bool same = switches == seen[i];
+      seen[i] = switches;
+      if (same && (!v.runq.empty() || !v.inbox.empty() || !global.empty()))
+        v.attention.fetch_or(VProc::kAttnSlice, std::memory_order_relaxed);
+    }
+  }
+}
+
+void RuntimeCore::stop_slicer() noexcept {
+  {
+    std::lock_guard g(slicer_lock_);
+    slicer_stop_ = true;
+  }
+  slicer_cv_.notify_all();
+  if (slicer_.joinable()) slicer_.join();
 }
 
 RuntimeCore::~RuntimeCore() {
@@ -87,6 +119,7 @@ RuntimeCore::~RuntimeCore() {
                  static_cast<long long>(n));
     std::abort();
   }
+  stop_slicer();
   stop();
   shim_->stop();
 }

@@ -45,6 +45,15 @@ struct Options {
   // ShimMode::on: see blocking through perf switch records; false forces
   // the /proc fallback monitor (also used when perf_event_open is refused).
   bool use_perf = true;
+  // Cooperative time slices; 0 = off. A fiber that has run this long
+  // without a switch while other fibers wait for its VProc is asked to
+  // yield, and does at its next sa::this_fiber::maybe_yield() (Seastar's
+  // model: its task quota is 0.5 ms; Go preempts after 10 ms). Only there:
+  // a loop that never calls it keeps its VProc, since C++ code cannot be
+  // stopped at an arbitrary instruction safely (it may hold a libc lock,
+  // or a runtime-internal one around a call into user code). Waits, yields
+  // and sa::io calls with other fibers ready switch anyway.
+  std::chrono::microseconds time_slice{0};
 };
 
 // Counters of one VProc since the runtime started.
@@ -61,6 +70,7 @@ struct VProcStats {
   uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen
   uint64_t spin_recoveries = 0;  // sa::Spinlock waiters that stopped spinning: holder not on a CPU
   uint64_t spin_donations = 0;   // ... and gave the holder their CPU
+  uint64_t slice_yields = 0;     // yields at a safe point because a time slice ran out (Options::time_slice)
   bool revoked_and_stood_down = false;  // revoke_processor(): it runs no fibers now
 };
 

@@ -11,6 +11,13 @@ namespace sa::this_fiber {
 // once if there are none. Outside the runtime it yields the kernel thread.
 void yield() noexcept;
 
+// maybe_yield() is a safe point for time slices (Options::time_slice):
+// it yields if this fiber's slice ran out while other fibers wait for its
+// VProc, and costs one load otherwise. Call it in long loops that never
+// wait. Outside the runtime, inside an sa::Spinlock's critical section, or
+// with time slices off, it does nothing.
+void maybe_yield() noexcept;
+
 // sleep_until() parks the calling fiber until `deadline` (a timer on its
 // VProc); other fibers run meanwhile. Outside the runtime it sleeps the
 // kernel thread.

@@ -9,8 +9,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include <sa/detail/vproc.hpp>
@@ -79,9 +82,18 @@ class RuntimeCore final : public shim::UpcallHandler {
 
  private:
   bool claim(VProc& v) noexcept;
+  // run_slicer() is the time slicer's thread (Options::time_slice): every
+  // slice it marks kAttnSlice on each VProc that made no switch since its
+  // last look while other fibers wait for it. stop_slicer() ends it.
+  void run_slicer(std::chrono::microseconds slice) noexcept;
+  void stop_slicer() noexcept;
 
   std::vector<std::unique_ptr<VProc>> vprocs_;
   std::unique_ptr<shim::Shim> shim_;
+  std::mutex slicer_lock_;  // guards slicer_stop_
+  std::condition_variable slicer_cv_;
+  bool slicer_stop_ = false;
+  std::thread slicer_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint32_t> wake_start_{0};
@@ -164,6 +176,18 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 // yield() lets the other ready fibers of this VProc run; outside the
 // runtime it yields the thread.
 void yield() noexcept;
+
+// maybe_yield() is sa::this_fiber::maybe_yield(): a yield if the time
+// slicer marked this VProc (kAttnSlice), outside critical sections; one
+// load and a branch otherwise.
+inline void maybe_yield() noexcept {
+  VProc* vp = tl_vproc;  // before the switch only (vproc.hpp)
+  if (!vp || !(vp->attention.load(std::memory_order_relaxed) & VProc::kAttnSlice)) [[likely]]
+    return;
+  if (tl_critical_depth != 0 || !vp->in_fiber()) return;
+  count(vp->counters.slice_yields);
+  yield();
+}
 
 // fiber_entry() is the first function on every fiber stack.
 void fiber_entry(bctx::transfer_t t) noexcept;

@@ -81,6 +81,7 @@ struct VProcCounters {
   std::atomic<uint64_t> fibers_run{0};  // distinct dispatches from a queue
   std::atomic<uint64_t> spin_recoveries{0};  // Spinlock waits on a holder not on a CPU
   std::atomic<uint64_t> spin_donations{0};   // ... that gave the holder this CPU
+  std::atomic<uint64_t> slice_yields{0};     // maybe_yield() calls that yielded: the slice ran out
   // Written by the shim's monitor thread (fetch_add), not the owner.
   std::atomic<uint64_t> preemptions{0};
 };
@@ -179,8 +180,12 @@ class VProc {
   // does). A hint: attend() decides from `revoked` and has_held()
   // themselves, and only clears a bit with an RMW followed by a look at
   // its source, so a bit is never clear while its condition holds.
+  // kAttnSlice (the time slicer, RuntimeCore::run_slicer) says that the
+  // running fiber's time slice is over: maybe_yield() yields; any pick, the
+  // start of the next slice, clears it.
   static constexpr uint32_t kAttnRevoked = 1;
   static constexpr uint32_t kAttnHeld = 2;
+  static constexpr uint32_t kAttnSlice = 4;
   std::atomic<uint32_t> attention{0};
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
   // away (the futex word it sleeps on then), 2 once the runtime stops while

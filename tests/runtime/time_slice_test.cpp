@@ -1,0 +1,81 @@
+// Cooperative time slices (Options::time_slice): a fiber that keeps its
+// VProc past its slice while others wait yields at its next maybe_yield();
+// never inside an sa::Spinlock's critical section, never when nobody waits.
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// spin_until() calls maybe_yield() until `done` or `bound` passed; true if
+// `done` came first.
+bool spin_until(const std::atomic<bool>& done, std::chrono::milliseconds bound) {
+  const auto t0 = Clock::now();
+  while (!done.load(std::memory_order_relaxed)) {
+    if (Clock::now() - t0 > bound) return false;
+    sa::this_fiber::maybe_yield();
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("time slices: a fiber looping in maybe_yield lets the fiber queued behind it run") {
+  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO((shim == sa::ShimMode::on ? "shim on" : "shim off"));
+  sa_test::Watchdog wd{30s, "time slice"};
+  sa::Runtime rt{{.vprocs = 1, .shim = shim, .time_slice = 1ms}};
+  rt.run([] {
+    std::atomic<bool> ran{false};
+    sa::Fiber other = sa::spawn([&] { ran = true; });  // behind us on the one VProc
+    CHECK(spin_until(ran, 10s));
+    other.join();
+  });
+  CHECK(rt.stats().total().slice_yields >= 1);
+}
+
+TEST_CASE("time slices off: the same loop keeps its VProc (the bound expires first)") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    std::atomic<bool> ran{false};
+    sa::Fiber other = sa::spawn([&] { ran = true; });
+    CHECK_FALSE(spin_until(ran, 200ms));
+    other.join();  // (a wait: now it runs)
+    CHECK(ran);
+  });
+  CHECK(rt.stats().total().slice_yields == 0);
+}
+
+TEST_CASE("time slices: maybe_yield does not yield when nobody waits, nor inside an sa::Spinlock") {
+  sa_test::Watchdog wd{30s, "time slice, no yield"};
+  sa::Runtime rt{{.vprocs = 1, .time_slice = 1ms}};
+  rt.run([&rt] {
+    // Alone: 50 slices' worth of maybe_yield() and no yield.
+    std::atomic<bool> never{false};
+    CHECK_FALSE(spin_until(never, 50ms));
+    CHECK(rt.stats().total().slice_yields == 0);
+    // Inside a critical section the fiber behind us waits, past many slices.
+    sa::Spinlock lock;
+    std::atomic<bool> ran{false};
+    lock.lock();
+    sa::Fiber other = sa::spawn([&] { ran = true; });
+    CHECK_FALSE(spin_until(ran, 50ms));
+    lock.unlock();
+    CHECK(spin_until(ran, 10s));  // and gets in once the section ends
+    other.join();
+  });
+}
+
+TEST_CASE("time slices: a negative slice is a clear error") {
+  CHECK_THROWS_AS((sa::Runtime{{.vprocs = 1, .time_slice = -1ms}}), std::invalid_argument);
+}
