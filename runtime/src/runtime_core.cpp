@@ -76,8 +76,8 @@ void RuntimeCore::run_slicer(std::chrono::microseconds slice) noexcept {
   // A VProc whose switch count did not move between two looks has run one
   // fiber (or slept in its loop) for a whole slice at least. Mark it if
   // other fibers wait that it could run: its own queues, or the global one.
-  // Relaxed throughout: a hint, read again by nobody; a stale mark costs
-  // the next fiber one early yield at most.
+  // Relaxed: the mark is a hint, which attend() clears without looking at
+  // anything else; a stale one costs the next fiber one early yield at most.
   std::vector<uint64_t> seen(vprocs_.size(), ~uint64_t{0});
   std::unique_lock g(slicer_lock_);
   while (!slicer_cv_.wait_for(g, slice, [this] { return slicer_stop_; })) {

@@ -10,9 +10,9 @@
 //
 // Park protocol (fiber side), the pattern of Go's gopark(unlockf):
 //   1. Lock the object's SpinLock, check the condition, link the Waiter.
-//   2. park(w, lock, deadline): arm a timer on this VProc if there is a
-//      deadline, switch away; the lock is released only after the fiber's
-//      context is saved, on the far side of the switch.
+//   2. park(w, lock, deadline): switch away; on the far side of the
+//      switch, once the fiber's context is saved, arm a timer on this VProc
+//      if there is a deadline, then release the lock.
 //   3. A waker takes the lock, unlinks the Waiter, try_wake()s it; the fiber
 //      can only be readied after step 2 completed, because the waker needed
 //      the lock that step 2 released last.
