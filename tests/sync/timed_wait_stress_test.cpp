@@ -1,6 +1,6 @@
 // Stress: short timed waits of every kind (sleep, CondVar::wait_for,
-// Mutex::try_lock_for, Semaphore::try_acquire_for) mixed with the notifies,
-// unlocks and releases that race their deadlines, on every VProc, with the
+// Mutex::try_lock_for, Semaphore::try_acquire_for, Event::wait_for) mixed
+// with the notifies, unlocks, releases and sets that race their deadlines, on every VProc, with the
 // shim off and on. Deadlines of a few microseconds expire while their
 // fibers park, in the very pick that switches away from them: the case that
 // once resumed a fiber on its stale context (timer_test.cpp).
@@ -46,6 +46,8 @@ TEST_CASE("short timed waits of every kind racing their wake-ups keep exact coun
     sa::Mutex m;
     sa::CondVar cv;
     sa::Semaphore sem{kPermits};
+    sa::Event event;
+    std::atomic<long> event_seen{0};
     long counter = 0;  // under m
     long tokens = 0;   // under m: produced and not yet consumed
     std::atomic<long> locked{0}, produced{0}, consumed{0}, timeouts{0};
@@ -68,7 +70,7 @@ TEST_CASE("short timed waits of every kind racing their wake-ups keep exact coun
       fibers.push_back(sa::spawn([&, f] {
         Rng rng{0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(f + 1)};
         for (int i = 0; i < kOps; ++i) {
-          switch (rng.next() % 6) {
+          switch (rng.next() % 8) {
             case 0:
               sa::this_fiber::sleep_for(rng.short_wait() + 1us);
               break;
@@ -114,6 +116,14 @@ TEST_CASE("short timed waits of every kind racing their wake-ups keep exact coun
                 timeouts.fetch_add(1, std::memory_order_relaxed);
               }
               break;
+            case 6:
+              if (event.wait_for(rng.short_wait())) event_seen.fetch_add(1, std::memory_order_relaxed);
+              else timeouts.fetch_add(1, std::memory_order_relaxed);
+              break;
+            case 7:
+              if (rng.next() % 2) event.set();
+              else event.reset();
+              break;
             default:
               sa::this_fiber::yield();
           }
@@ -129,6 +139,7 @@ TEST_CASE("short timed waits of every kind racing their wake-ups keep exact coun
     CHECK(most_inside.load() <= kPermits);
     CHECK(most_inside.load() >= 1);
     CHECK(timeouts.load() >= 1);  // some deadlines really expired
+    CHECK(event_seen.load() >= 1);
   });
   CHECK(sa_test::fiber_failures() == 0);
 }
