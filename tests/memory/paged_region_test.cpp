@@ -395,8 +395,19 @@ TEST_CASE("PagedRegion: a faulter left asleep after its fill that a signal wakes
   std::atomic<bool> m_spinning{false}, stop{false};
   std::atomic<long> f_spins{0};
   long spins_early = -1, spins_late = -1;
+  std::atomic<bool> scenario{true};
   std::thread driver([&] {
-    while (!m_spinning.load() || rt.stats().shim.held_asleep == 0) std::this_thread::sleep_for(1ms);
+    // Bounded: if the scenario never arises, say so instead of leaving M
+    // spinning until the watchdog.
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (!m_spinning.load() || rt.stats().shim.held_asleep == 0) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        scenario = false;
+        stop.store(true);
+        return;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
     ::syscall(SYS_tgkill, ::getpid(), f_tid.load(), SIGUSR1);
     std::this_thread::sleep_for(100ms);  // the monitor has long seen it run
     spins_early = f_spins.load();
@@ -405,7 +416,16 @@ TEST_CASE("PagedRegion: a faulter left asleep after its fill that a signal wakes
     stop.store(true);
   });
   rt.run([&] {
-    sa::PagedRegion region({.size = sys_page(), .pager = SleepyPagerOnThread{}, .pager_threads = 1});
+    // The fill waits for F's VProc to go to a spare (20 ms were not always
+    // enough beside other tests' CPU hogs): only a Lost faulter is left
+    // asleep by its fill.
+    auto pager_after_handoff = [&rt](std::size_t page, std::span<std::byte> out) {
+      const auto give_up = std::chrono::steady_clock::now() + 10s;
+      while (rt.stats().shim.activation_blocked == 0 && std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(1ms);
+      SleepyPagerOnThread{}(page, out);
+    };
+    sa::PagedRegion region({.size = sys_page(), .pager = pager_after_handoff, .pager_threads = 1});
     sa::Fiber f = sa::spawn([&] {
       f_tid.store(static_cast<int>(::gettid()));
       SA_FIBER_CHECK(page_ok(region, 0));
@@ -422,6 +442,8 @@ TEST_CASE("PagedRegion: a faulter left asleep after its fill that a signal wakes
   auto shim = rt.stats().shim;
   INFO("usr1 " << g_usr1.load() << " held " << shim.held << " asleep " << shim.held_asleep << " held window p99 "
                << shim.held_window_p99_us << " us; F spins " << spins_early << " then " << spins_late);
+  INFO("scenario: " << (scenario ? "F's activation left asleep after its fill" : "never arose within 10 s"));
+  REQUIRE(scenario);
   CHECK(sa_test::fiber_failures() == 0);
   CHECK(g_usr1.load() >= 1);      // the stray wake happened (in F's activation)
   CHECK(shim.held_asleep == 1);   // F's activation was left asleep after the fill
