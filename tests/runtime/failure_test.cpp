@@ -87,11 +87,15 @@ TEST_CASE("a SIGSEGV handler that leaves by siglongjmp gets every fault that is 
         void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (page == MAP_FAILED) std::_Exit(100);
         auto probe = [page] {
-          int survived = 0;
-          for (int i = 0; i < 3; ++i)
-            if (sigsetjmp(g_probe_env, 1) == 0) *static_cast<volatile int*>(page) = i;
-            else ++survived;
-          return survived;
+          // Volatile: read after siglongjmp returns to sigsetjmp.
+          volatile int survived = 0;
+          volatile int round = 0;
+          while (round < 3) {
+            if (sigsetjmp(g_probe_env, 1) == 0) *static_cast<volatile int*>(page) = 1;
+            else survived = survived + 1;
+            round = round + 1;
+          }
+          return static_cast<int>(survived);
         };
         sa::Runtime rt{{.vprocs = 1}};
         int in_fiber = 0;
