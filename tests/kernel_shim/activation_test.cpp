@@ -11,6 +11,7 @@
 #include <chrono>
 #include <thread>
 
+#include "null_upcalls.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -68,7 +69,7 @@ TEST_CASE("activations run processor_added on their pinned CPU and park when idl
 TEST_CASE("this_processor_is_idle returns at its deadline") {
   sa_test::Watchdog wd{std::chrono::seconds(20), "shim idle deadline"};
   auto topo = sa::shim::Topology::discover();
-  struct TimeoutHandler final : sa::shim::UpcallHandler {
+  struct TimeoutHandler final : sa_test::NullUpcalls {
     sa::shim::Shim* shim = nullptr;
     std::atomic<uint32_t> word{1};
     std::atomic<int> result{-1};
@@ -79,12 +80,6 @@ TEST_CASE("this_processor_is_idle returns at its deadline") {
         shim->this_processor_is_idle(0, word, 1, t0 + std::chrono::milliseconds(20));
       result = word.load() == 1 ? 1 : 0;
     }
-    void activation_blocked(int, sa::shim::Activation&) noexcept override {}
-    void activation_unblocked(sa::shim::Activation&) noexcept override {}
-    void held_queued() noexcept override {}
-    void activation_held(sa::shim::Activation&) noexcept override {}
-    void processor_taken(int, sa::shim::Activation&) noexcept override {}
-    void processor_preempted(int, sa::shim::Activation&) noexcept override {}
   } h;
   sa::shim::Shim shim({.processors = 1, .pin = false, .cpus = topo.cpus()}, h);
   h.shim = &shim;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "null_upcalls.hpp"
 #include "test_support.hpp"
 
 namespace sa::shim {
@@ -24,16 +25,6 @@ struct ShimTestAccess {
 }  // namespace sa::shim
 
 namespace {
-
-struct Quiet final : sa::shim::UpcallHandler {
-  void processor_added(int) noexcept override {}
-  void activation_blocked(int, sa::shim::Activation&) noexcept override {}
-  void activation_unblocked(sa::shim::Activation&) noexcept override {}
-  void held_queued() noexcept override {}
-  void activation_held(sa::shim::Activation&) noexcept override {}
-  void processor_taken(int, sa::shim::Activation&) noexcept override {}
-  void processor_preempted(int, sa::shim::Activation&) noexcept override {}
-};
 
 // A kernel thread pinned to `cpu` that waits for the test to end: an
 // activation whose pinned_cpu() is `cpu`, never started by the shim.
@@ -58,7 +49,7 @@ TEST_CASE("take_held prefers an activation pinned to the processor's CPU, and pa
     WARN("one CPU: nothing to prefer");
     return;
   }
-  Quiet quiet;
+  sa_test::NullUpcalls quiet;
   // Not started: no activations of its own, no monitor; processors 0 and 1
   // are laid on the first two CPUs.
   sa::shim::Shim shim({.processors = 2, .pin = true, .cpus = topo.cpus()}, quiet);
