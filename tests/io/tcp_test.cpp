@@ -84,9 +84,40 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
   const int vprocs = GENERATE(1, 2);
   const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
   REQUIRE(raise_fd_limit() >= 2100);
-  sa_test::Watchdog wd{60s, "1000 connections"};
+  // Progress, for the watchdog's report if the test gets stuck (seen once
+  // in CI under ASan: 60 s, no hint where). The runtime's stats too, while
+  // it exists (a hang in its shutdown leaves no runtime to ask).
+  std::atomic<int> accepted{0}, servers_done{0}, clients_done{0};
+  std::atomic<sa::Runtime*> live{nullptr};
+  sa_test::Watchdog wd{60s,
+                       "1000 connections, " + std::to_string(vprocs) + " VProc(s), shim " +
+                           (shim == sa::ShimMode::on ? "on" : "off"),
+                       [&] {
+                         std::fprintf(stderr, "accepted %d, servers done %d, clients done %d\n", accepted.load(),
+                                      servers_done.load(), clients_done.load());
+                         sa::Runtime* r = live.load();
+                         if (!r) return;
+                         const sa::Stats st = r->stats();
+                         for (std::size_t v = 0; v < st.vprocs.size(); ++v) {
+                           const sa::VProcStats& p = st.vprocs[v];
+                           std::fprintf(stderr,
+                                        "vproc %zu: switches %llu parks %llu wakes %llu idle sleeps %llu "
+                                        "wakeups %llu steals %llu\n",
+                                        v, static_cast<unsigned long long>(p.switches),
+                                        static_cast<unsigned long long>(p.fiber_parks),
+                                        static_cast<unsigned long long>(p.fiber_wakes),
+                                        static_cast<unsigned long long>(p.idle_sleeps),
+                                        static_cast<unsigned long long>(p.idle_wakeups),
+                                        static_cast<unsigned long long>(p.steals));
+                         }
+                         std::fprintf(stderr, "fibers live %lld; shim blocked %llu held %llu\n",
+                                      static_cast<long long>(st.fibers_live),
+                                      static_cast<unsigned long long>(st.shim.activation_blocked),
+                                      static_cast<unsigned long long>(st.shim.held));
+                       }};
   sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
-  rt.run([] {
+  live = &rt;
+  rt.run([&] {
     constexpr int kConns = 1000;
     auto listener = sa::net::TcpListener::bind("127.0.0.1:0", 4096);
     const auto addr = listener.local_addr();
@@ -96,8 +127,10 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
     sa::Fiber acceptor = sa::spawn([&] {
       for (int i = 0; i < kConns; ++i) {
         auto conn = std::make_shared<sa::net::TcpStream>(listener.accept());
+        ++accepted;
         sa::spawn([&, conn] {
           served += echo_until_eof(*conn);
+          ++servers_done;
           servers.done();
         }).detach();
       }
@@ -121,6 +154,7 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
         c.shutdown(SHUT_WR);
         char b;
         if (c.read(&b, 1) != 0) ++mismatches;
+        ++clients_done;
       }));
     }
     for (auto& f : clients) f.join();
@@ -130,6 +164,7 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
     CHECK(echoed == expected);
     CHECK(served == expected);
   });
+  live = nullptr;
 }
 
 TEST_CASE("tcp: read and accept deadlines fire with ETIMEDOUT") {

@@ -43,12 +43,16 @@ inline int fiber_failures() { return fiber_failure_count().load(); }
 // test process with status 3 (ctest reports the failure and the message).
 class Watchdog {
  public:
-  Watchdog(std::chrono::milliseconds limit, std::string what) : what_(std::move(what)) {
+  // `dump`, if given, runs before the exit (on the watchdog's thread): print
+  // what the stuck test was doing.
+  Watchdog(std::chrono::milliseconds limit, std::string what, std::function<void()> dump = {})
+      : what_(std::move(what)), dump_(std::move(dump)) {
     thread_ = std::thread([this, limit] {
       std::unique_lock lk(m_);
       if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
         std::fprintf(stderr, "WATCHDOG: '%s' did not finish within %lld ms\n", what_.c_str(),
                      static_cast<long long>(limit.count()));
+        if (dump_) dump_();
         std::fflush(stderr);
         std::_Exit(3);
       }
@@ -65,6 +69,7 @@ class Watchdog {
 
  private:
   std::string what_;
+  std::function<void()> dump_;
   std::mutex m_;
   std::condition_variable cv_;
   bool done_ = false;
