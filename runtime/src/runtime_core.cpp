@@ -76,8 +76,10 @@ void RuntimeCore::run_slicer(std::chrono::microseconds slice) noexcept {
   // A VProc whose switch count did not move between two looks has run one
   // fiber (or slept in its loop) for a whole slice at least. Mark it if
   // other fibers wait that it could run: its own queues, or the global one.
-  // Relaxed: the mark is a hint, which attend() clears without looking at
-  // anything else; a stale one costs the next fiber one early yield at most.
+  // The mark is a hint, which attend() clears without looking at anything
+  // else. It carries the switch count it is for (VProc::slice_switch): a
+  // mark set just after the VProc picked a new fiber, or left behind by a
+  // pick that raced with it, does not cut that fiber's slice short.
   std::vector<uint64_t> seen(vprocs_.size(), ~uint64_t{0});
   std::unique_lock g(slicer_lock_);
   while (!slicer_cv_.wait_for(g, slice, [this] { return slicer_stop_; })) {
@@ -86,8 +88,10 @@ void RuntimeCore::run_slicer(std::chrono::microseconds slice) noexcept {
       const uint64_t switches = v.counters.switches.load(std::memory_order_relaxed);
       const bool same = switches == seen[i];
       seen[i] = switches;
-      if (same && (!v.runq.empty() || !v.inbox.empty() || !global.empty()))
-        v.attention.fetch_or(VProc::kAttnSlice, std::memory_order_relaxed);
+      if (same && (!v.runq.empty() || !v.inbox.empty() || !global.empty())) {
+        v.slice_switch.store(switches, std::memory_order_relaxed);
+        v.attention.fetch_or(VProc::kAttnSlice, std::memory_order_release);
+      }
     }
   }
 }

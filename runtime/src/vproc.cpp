@@ -280,8 +280,8 @@ void VProc::poll_own(Poller* p) noexcept {
 
 bool VProc::attend() noexcept {
   const uint32_t bits = attention.load(std::memory_order_relaxed);
-  // A pick starts the next fiber's slice (a stale bit costs that fiber one
-  // early yield at most).
+  // A pick starts the next fiber's slice (a bit set after this, for the
+  // fiber before, is told apart by VProc::slice_switch).
   if (bits & kAttnSlice) attention.fetch_and(~kAttnSlice, std::memory_order_relaxed);
   // A bit is cleared with an RMW and its source read after it: the setter
   // sets its source first, so either we read it, or its fetch_or comes

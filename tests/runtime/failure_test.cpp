@@ -126,7 +126,10 @@ TEST_CASE("a SIGSEGV handler installed after a Runtime neither hides a later ove
           install_app_segv_handler();
           sa::Runtime rt{{.vprocs = 1}};
           rt.run([] {
-            sa::spawn([] { *static_cast<volatile int*>(reinterpret_cast<void*>(uintptr_t{16})) = 1; }).join();
+            sa::spawn([] {
+              volatile uintptr_t bad = 16;  // (volatile: the compiler cannot see the address is bad)
+              *reinterpret_cast<volatile int*>(bad) = 1;
+            }).join();
           });
         },
         20s);

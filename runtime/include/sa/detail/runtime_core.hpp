@@ -178,13 +178,19 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 void yield() noexcept;
 
 // maybe_yield() is sa::this_fiber::maybe_yield(): a yield if the time
-// slicer marked this VProc (kAttnSlice), outside critical sections; one
-// load and a branch otherwise.
+// slicer marked this VProc (kAttnSlice) while this fiber ran, outside
+// critical sections; one load and a branch otherwise.
 inline void maybe_yield() noexcept {
   VProc* vp = tl_vproc;  // before the switch only (vproc.hpp)
   if (!vp || !(vp->attention.load(std::memory_order_relaxed) & VProc::kAttnSlice)) [[likely]]
     return;
   if (tl_critical_depth != 0 || !vp->in_fiber()) return;
+  std::atomic_thread_fence(std::memory_order_acquire);  // pairs with the slicer's fetch_or
+  if (vp->slice_switch.load(std::memory_order_relaxed) != vp->counters.switches.load(std::memory_order_relaxed)) {
+    // Set for a fiber that ran before this one was picked: not ours.
+    vp->attention.fetch_and(~VProc::kAttnSlice, std::memory_order_relaxed);
+    return;
+  }
   count(vp->counters.slice_yields);
   yield();
 }

@@ -187,6 +187,10 @@ class VProc {
   static constexpr uint32_t kAttnHeld = 2;
   static constexpr uint32_t kAttnSlice = 4;
   std::atomic<uint32_t> attention{0};
+  // The switch count the slicer saw twice when it set kAttnSlice (written
+  // before the bit, with release). A fiber picked since then sees another
+  // count: the mark was not for it, and maybe_yield() does not yield.
+  std::atomic<uint64_t> slice_switch{0};
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
   // away (the futex word it sleeps on then), 2 once the runtime stops while
   // it was (RuntimeCore::stop: the word changes, so its wait returns); 0
