@@ -70,6 +70,7 @@ VProcStats Stats::total() const noexcept {
     t.preemptions += v.preemptions;
     t.spin_recoveries += v.spin_recoveries;
     t.spin_donations += v.spin_donations;
+    t.slice_marks += v.slice_marks;
     t.slice_yields += v.slice_yields;
   }
   return t;
@@ -94,6 +95,7 @@ Stats Runtime::stats() const {
         .preemptions = get(c.preemptions),
         .spin_recoveries = get(c.spin_recoveries),
         .spin_donations = get(c.spin_donations),
+        .slice_marks = get(v.slice_marks),
         .slice_yields = get(c.slice_yields),
         .revoked_and_stood_down = v.stood_down.load(std::memory_order_acquire),
     });

@@ -88,9 +88,10 @@ void RuntimeCore::run_slicer(std::chrono::microseconds slice) noexcept {
       const uint64_t switches = v.counters.switches.load(std::memory_order_relaxed);
       const bool same = switches == seen[i];
       seen[i] = switches;
-      if (same && (!v.runq.empty() || !v.inbox.empty() || !global.empty())) {
+      if (same && (!v.runq.empty() || v.inbox.looks_nonempty() || !global.empty())) {
         v.slice_switch.store(switches, std::memory_order_relaxed);
-        v.attention.fetch_or(VProc::kAttnSlice, std::memory_order_release);
+        if (!(v.attention.fetch_or(VProc::kAttnSlice, std::memory_order_release) & VProc::kAttnSlice))
+          count(v.slice_marks);
       }
     }
   }

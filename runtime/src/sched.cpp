@@ -166,14 +166,33 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
 namespace {
 
 // yield_slow() is yield() in every case: the fast path below hands it all
-// that it does not handle itself.
-[[gnu::noinline]] void yield_slow() noexcept {
-  if (tl_critical_depth > 0) critical_section_violation("yielded");
+// that it does not handle itself. With `slice` it is maybe_yield()'s slow
+// path instead: the time slicer marked the VProc.
+[[gnu::noinline]] void yield_slow(bool slice = false) noexcept {
+  if (tl_critical_depth > 0) {
+    if (slice) return;  // a slice ends at the first safe point after the section
+    critical_section_violation("yielded");
+  }
+  // Shim on: an activation that lost its VProc to a block holds here until
+  // it has one again; current_vproc() is then the VProc it runs.
   RuntimeSection section;
   VProc* vp = current_vproc();
   if (!vp || !vp->in_fiber()) {
-    ::sched_yield();
+    if (!slice) ::sched_yield();
     return;
+  }
+  if (slice) {
+    // The mark is for the slice that began at switch `slice_switch`: a
+    // fiber picked since then has not had its slice yet. acquire: pairs
+    // with the slicer's fetch_or (release), which followed its store.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (vp->slice_switch.load(std::memory_order_relaxed) != vp->counters.switches.load(std::memory_order_relaxed)) {
+      vp->attention.fetch_and(~VProc::kAttnSlice, std::memory_order_relaxed);
+      return;
+    }
+    // The slicer counted the global queue as waiting work, which the pick
+    // below looks at only every kGlobalEvery-th time: look now.
+    vp->look_at_global_next();
   }
   FiberCtl* self = vp->current;
   // The yielding fiber waits for no I/O, so completions cannot wake it early.
@@ -186,6 +205,7 @@ namespace {
     if (vp->attention.load(std::memory_order_relaxed) == 0) return;
     next = vp->loop_ctx;
   }
+  if (slice) count(vp->counters.slice_yields);
   yield_switch(vp, self, next);
 }
 
@@ -232,6 +252,8 @@ void yield() noexcept {
   if (!next->ctx) [[unlikely]] return yield_to_new(vp, next);  // (never after a rotate)
   yield_switch(vp, self, vp->prepare(next), tag);
 }
+
+void slice_yield() noexcept { yield_slow(/*slice=*/true); }
 
 void fiber_entry(bctx::transfer_t t) noexcept {
   sanitizer_enter(nullptr);

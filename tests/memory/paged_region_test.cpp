@@ -476,10 +476,13 @@ TEST_CASE("PagedRegion: a faulter whose fiber blocks the hold signal is still re
   CHECK(ok);  // resumed, not left asleep for ever (the watchdog bounds that)
   CHECK(shim.held_asleep == 1);
   // Normally the sysmon's rewake resumed it. About 1 run in 50 under ASan
-  // beside other test processes, it was up before any rewake (rewakes 0,
-  // cause not found; a faulter awake by itself is handled like one woken
-  // by a stray signal, which its own test covers): then this says so
-  // instead of failing.
+  // beside other test processes, it was up before any rewake (rewakes 0).
+  // A likely cause, from the kernel's handle_userfault(): the fault is
+  // queued (readable on the uffd) before the faulter checks the page once
+  // more and sleeps; preempted in between for longer than the pager's 2 ms
+  // (its state then reads S), it finds the page filled and never sleeps.
+  // A faulter awake by itself is handled like one woken by a stray signal,
+  // which its own test covers: then this says so instead of failing.
   if (shim.resume_rewakes == 0) WARN("the faulter was awake before the sysmon's rewake");
 }
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include "test_support.hpp"
 
@@ -74,6 +75,60 @@ TEST_CASE("time slices: maybe_yield does not yield when nobody waits, nor inside
     CHECK(spin_until(ran, 10s));  // and gets in once the section ends
     other.join();
   });
+}
+
+TEST_CASE("time slices: a fiber spawned from outside the runtime runs at the next slice's end") {
+  // It waits in the global queue, which a pick looks at only every 61st
+  // time: the slice's yield must look there itself, not go on (with a
+  // slice yield counted each time) until the 61st.
+  sa_test::Watchdog wd{30s, "time slice, global queue"};
+  sa::Runtime rt{{.vprocs = 1, .time_slice = 1ms}};
+  rt.run([&rt] {
+    std::atomic<bool> ran{false};
+    sa::Fiber other;
+    std::thread outside([&] { other = rt.spawn([&] { ran = true; }); });
+    outside.join();
+    CHECK(spin_until(ran, 10s));
+    other.join();
+    // The first slice that ran out let it run (a mark racing with the
+    // switch may add one); before the fix, every slice ran out until the
+    // 61st pick.
+    const sa::VProcStats s = rt.stats().total();
+    INFO("slices ran out " << s.slice_marks << " times, yields " << s.slice_yields);
+    CHECK(s.slice_yields >= 1);
+    CHECK(s.slice_marks <= 3);
+  });
+}
+
+TEST_CASE("time slices: a fiber bound to a busy VProc, woken from another, runs at the slice's end") {
+  // `echo` waits in the busy VProc's inbox after each wake-up, which the
+  // slicer reads from its own thread (under TSan: without a data race).
+  sa_test::Watchdog wd{30s, "time slice, inbox"};
+  static constexpr int kRounds = 200;
+  sa::Runtime rt{{.vprocs = 2, .time_slice = 200us}};
+  rt.run([] {
+    std::atomic<bool> stop{false};
+    sa::Channel<int> there{1}, back{1};
+    sa::Fiber busy = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { CHECK(spin_until(stop, 20s)); });
+    sa::Fiber echo = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      while (auto v = there.recv()) back.send(*v);
+    });
+    int rounds = 0;
+    sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+      for (int i = 0; i < kRounds; ++i) {
+        there.send(i);
+        if (back.recv() == i) ++rounds;
+      }
+      there.close();
+      stop = true;
+    });
+    driver.join();
+    echo.join();
+    busy.join();
+    CHECK(rounds == kRounds);
+  });
+  // Every round but the first and the last found `busy` spinning.
+  CHECK(rt.stats().vprocs[0].slice_yields >= kRounds - 2);
 }
 
 TEST_CASE("time slices: a negative slice is a clear error") {

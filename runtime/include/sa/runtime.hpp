@@ -71,7 +71,8 @@ struct VProcStats {
   uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen
   uint64_t spin_recoveries = 0;  // sa::Spinlock waiters that stopped spinning: holder not on a CPU
   uint64_t spin_donations = 0;   // ... and gave the holder their CPU
-  uint64_t slice_yields = 0;     // yields at a safe point because a time slice ran out (Options::time_slice)
+  uint64_t slice_marks = 0;      // time slices that ran out while other fibers waited (Options::time_slice)
+  uint64_t slice_yields = 0;     // yields at a safe point (maybe_yield) because a time slice ran out
   bool revoked_and_stood_down = false;  // revoke_processor(): it runs no fibers now
 };
 

@@ -298,17 +298,26 @@ class Inbox {
 
   // pop() takes the oldest fiber, or null. Owner only.
   FiberCtl* pop() noexcept {
-    if (!private_ && !grab()) return nullptr;
-    QueueHook* n = private_;
-    private_ = n->next.load(std::memory_order_relaxed);
+    QueueHook* n = private_.load(std::memory_order_relaxed);
+    if (!n) {
+      if (!grab()) return nullptr;
+      n = private_.load(std::memory_order_relaxed);
+    }
+    private_.store(n->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
     return static_cast<FiberCtl*>(n);
   }
 
   // empty() is true when no fiber is queued. Owner only.
   bool empty() const noexcept {
     // One branch for both lists (a yield's fast path asks this every time).
-    return (reinterpret_cast<uintptr_t>(private_) |
+    return (reinterpret_cast<uintptr_t>(private_.load(std::memory_order_relaxed)) |
             reinterpret_cast<uintptr_t>(shared_.load(std::memory_order_acquire))) == 0;
+  }
+
+  // looks_nonempty() is a hint for any thread (the time slicer): true if a
+  // fiber was queued when it looked.
+  bool looks_nonempty() const noexcept {
+    return shared_.load(std::memory_order_relaxed) || private_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -327,12 +336,14 @@ class Inbox {
       fifo = n;
       n = older;
     }
-    private_ = fifo;
+    private_.store(fifo, std::memory_order_relaxed);
     return fifo != nullptr;
   }
 
   alignas(64) std::atomic<QueueHook*> shared_{nullptr};  // newest first
-  alignas(64) QueueHook* private_ = nullptr;             // oldest first; owner only
+  // Oldest first; written by the owner only (atomic, relaxed: for
+  // looks_nonempty(); the owner's accesses compile to plain moves).
+  alignas(64) std::atomic<QueueHook*> private_{nullptr};
 };
 
 }  // namespace sa::detail

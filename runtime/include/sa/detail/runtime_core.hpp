@@ -179,20 +179,15 @@ void yield() noexcept;
 
 // maybe_yield() is sa::this_fiber::maybe_yield(): a yield if the time
 // slicer marked this VProc (kAttnSlice) while this fiber ran, outside
-// critical sections; one load and a branch otherwise.
+// critical sections; one load and a branch otherwise. The rest is
+// slice_yield() (sched.cpp): with the shim on, this activation may have
+// lost its VProc, which it may only look at inside a RuntimeSection.
+void slice_yield() noexcept;
 inline void maybe_yield() noexcept {
   VProc* vp = tl_vproc;  // before the switch only (vproc.hpp)
   if (!vp || !(vp->attention.load(std::memory_order_relaxed) & VProc::kAttnSlice)) [[likely]]
     return;
-  if (tl_critical_depth != 0 || !vp->in_fiber()) return;
-  std::atomic_thread_fence(std::memory_order_acquire);  // pairs with the slicer's fetch_or
-  if (vp->slice_switch.load(std::memory_order_relaxed) != vp->counters.switches.load(std::memory_order_relaxed)) {
-    // Set for a fiber that ran before this one was picked: not ours.
-    vp->attention.fetch_and(~VProc::kAttnSlice, std::memory_order_relaxed);
-    return;
-  }
-  count(vp->counters.slice_yields);
-  yield();
+  slice_yield();
 }
 
 // fiber_entry() is the first function on every fiber stack.

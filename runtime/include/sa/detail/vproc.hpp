@@ -118,6 +118,9 @@ class VProc {
   // the poller: the caller may be a fiber that is parking on I/O. Inline
   // (runtime_core.hpp): every yield and park passes here.
   FiberCtl* pick_local() noexcept;
+  // look_at_global_next() makes the next pick_local() the periodic one
+  // (timers, then the global queue, first). Owner only.
+  void look_at_global_next() noexcept { periodic_countdown_ = 1; }
   // pick_fast() is pick_local() in its common case only, for a yield of
   // `self`: nothing in `attention`, the periodic look not due, the inbox
   // empty; then the run queue's pick, or null (also when any of those does
@@ -191,6 +194,9 @@ class VProc {
   // before the bit, with release). A fiber picked since then sees another
   // count: the mark was not for it, and maybe_yield() does not yield.
   std::atomic<uint64_t> slice_switch{0};
+  // How many times the slicer set the bit (it was clear): slices that ran
+  // out while others waited. Written by the slicer only.
+  std::atomic<uint64_t> slice_marks{0};
   // Processor revocation (RuntimeCore::revoke): 1 while the VProc is taken
   // away (the futex word it sleeps on then), 2 once the runtime stops while
   // it was (RuntimeCore::stop: the word changes, so its wait returns); 0
