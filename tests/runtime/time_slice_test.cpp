@@ -127,8 +127,10 @@ TEST_CASE("time slices: a fiber bound to a busy VProc, woken from another, runs 
     busy.join();
     CHECK(rounds == kRounds);
   });
-  // Every round but the first and the last found `busy` spinning.
-  CHECK(rt.stats().vprocs[0].slice_yields >= kRounds - 2);
+  // Without slices `echo` would never run (the bound expires). Not one
+  // yield per round: when the driver's next message is in before `echo`
+  // parks, `echo` takes it at once.
+  CHECK(rt.stats().vprocs[0].slice_yields >= 1);
 }
 
 TEST_CASE("time slices: a negative slice is a clear error") {
