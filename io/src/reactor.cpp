@@ -129,7 +129,7 @@ io_uring_sqe* Reactor::sqe(unsigned need) noexcept {
     if (io_uring_sq_space_left(&ring_) < need) {
       // The kernel refused (-EBUSY: completions must be reaped first).
       flush_kernel();
-      reap();
+      if (reap()) woke_in_sqe_ = true;
     }
   }
 }
@@ -311,11 +311,17 @@ void Reactor::arm_wake() noexcept {
 }
 
 void Reactor::wait(std::chrono::steady_clock::time_point deadline) noexcept {
+  woke_in_sqe_ = false;
   if (has_cancels_.load(std::memory_order_acquire)) drain_cancels();
   // A wake() before this point left the eventfd readable: the poll armed
   // here completes at once.
   arm_wake();
-  if (io_uring_cq_ready(&ring_)) {
+  // Both calls above take an SQE, and with the SQ full sqe() reaps: a
+  // fiber it woke is on this VProc's queues now, after the idle protocol's
+  // final check (W2), and no one else will wake this VProc for it. Return
+  // instead of blocking, as for completions already in the CQ: the loop
+  // polls and runs them.
+  if (woke_in_sqe_ || io_uring_cq_ready(&ring_)) {
     submit();
     return;
   }

@@ -123,6 +123,7 @@ class Reactor final : public sa::detail::Poller {
   io_uring ring_{};
   int wake_fd_ = -1;
   bool wake_armed_ = false;
+  bool woke_in_sqe_ = false;     // sqe() reaped and woke a fiber (see wait())
   unsigned deferred_polls_ = 0;  // polls since the last submission or task-work check
   unsigned inline_streak_ = 0;   // inline submissions (wait_for) since the last poll
   std::atomic<int64_t> in_flight_{0};  // written by the owner only

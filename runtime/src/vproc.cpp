@@ -236,15 +236,20 @@ FiberCtl* VProc::search(Poller* p) noexcept {
     // the fiber running there, which is about to park: give that VProc
     // a moment to run it itself before taking it (Go's runqsteal waits
     // 3 µs too), or two fibers talking would bounce between CPUs.
-    take_next = now - started >= kStealNextAfterNs;
     if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
         revoked.load(std::memory_order_relaxed))
       return nullptr;
-    // Nobody runs fibers (every VProc searches or sleeps): stop soon.
-    if (now - started >= kSearchAloneNs &&
+    // Nobody runs fibers (every VProc searches or sleeps): stop soon, but
+    // only after turns that took from `next` slots too (take_next, set at
+    // the previous look). A fiber left in a sleeping VProc's `next` slot
+    // would otherwise wait there for good, and this searcher, which sees
+    // it in has_work(), would never sleep: it would search and stop again
+    // for ever.
+    if (take_next && now - started >= kSearchAloneNs &&
         core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
             core.size())
       return nullptr;
+    take_next = now - started >= kStealNextAfterNs;
   }
 }
 
