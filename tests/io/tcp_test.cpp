@@ -114,6 +114,14 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
                                       static_cast<long long>(st.fibers_live),
                                       static_cast<unsigned long long>(st.shim.activation_blocked),
                                       static_cast<unsigned long long>(st.shim.held));
+                         // Frozen counters look the same whether the VProcs
+                         // sleep or spin without finding work: tell them apart
+                         // (without touching the runtime again, which may be
+                         // gone by then if the test was only slow).
+                         const double cpu0 = sa_test::process_cpu_seconds();
+                         std::this_thread::sleep_for(200ms);
+                         std::fprintf(stderr, "process CPU over the next 200 ms: %.0f ms\n",
+                                      (sa_test::process_cpu_seconds() - cpu0) * 1000);
                        }};
   sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
   live = &rt;
