@@ -102,14 +102,14 @@ TEST_CASE("time slices: a fiber spawned from outside the runtime runs at the nex
 
 TEST_CASE("time slices: a fiber bound to a busy VProc, woken from another, runs at the slice's end") {
   // `echo` waits in the busy VProc's inbox after each wake-up, which the
-  // slicer reads from its own thread (under TSan: without a data race).
+  // slicer reads from its own thread.
   sa_test::Watchdog wd{30s, "time slice, inbox"};
   static constexpr int kRounds = 200;
   sa::Runtime rt{{.vprocs = 2, .time_slice = 200us}};
   rt.run([] {
     std::atomic<bool> stop{false};
     sa::Channel<int> there{1}, back{1};
-    sa::Fiber busy = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { CHECK(spin_until(stop, 20s)); });
+    sa::Fiber busy = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { SA_FIBER_CHECK(spin_until(stop, 20s)); });
     sa::Fiber echo = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
       while (auto v = there.recv()) back.send(*v);
     });
@@ -127,6 +127,7 @@ TEST_CASE("time slices: a fiber bound to a busy VProc, woken from another, runs 
     busy.join();
     CHECK(rounds == kRounds);
   });
+  CHECK(sa_test::fiber_failures() == 0);
   // Without slices `echo` would never run (the bound expires). Not one
   // yield per round: when the driver's next message is in before `echo`
   // parks, `echo` takes it at once.
