@@ -182,6 +182,9 @@ void RuntimeCore::activation_held(shim::Activation& a) noexcept {
   // call): resume our fiber on it, with our own loop context.
   v.current = static_cast<FiberCtl*>(a.user_fiber);
   v.loop_ctx = static_cast<FiberCtl*>(a.loop_context);
+  // A switch like any other: among other things, it starts the fiber's
+  // time slice (a mark set for the loop's count is not for it).
+  count(v.counters.switches);
   set_current_vproc(&v);
 }
 

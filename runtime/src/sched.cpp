@@ -182,17 +182,25 @@ namespace {
     return;
   }
   if (slice) {
-    // The mark is for the slice that began at switch `slice_switch`: a
-    // fiber picked since then has not had its slice yet. acquire: pairs
-    // with the slicer's fetch_or (release), which followed its store.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (vp->slice_switch.load(std::memory_order_relaxed) != vp->counters.switches.load(std::memory_order_relaxed)) {
-      vp->attention.fetch_and(~VProc::kAttnSlice, std::memory_order_relaxed);
-      return;
+    // The bit seen may have been another VProc's (shim on: this activation
+    // was held and resumed on `vp`). The mark is for the slice that began
+    // at switch `slice_switch`: a fiber picked since then has not had its
+    // slice yet. acquire: pairs with the slicer's fetch_or (release), which
+    // followed its store.
+    if (!(vp->attention.load(std::memory_order_acquire) & VProc::kAttnSlice)) return;
+    const uint64_t switches = vp->counters.switches.load(std::memory_order_relaxed);
+    if (vp->slice_switch.load(std::memory_order_relaxed) != switches) {
+      // Not ours: clear it. A mark for us may have come just before the
+      // clear (its fetch_or found the bit set): the acq_rel RMW then sees
+      // its slice_switch, and we yield for it after all.
+      vp->attention.fetch_and(~VProc::kAttnSlice, std::memory_order_acq_rel);
+      if (vp->slice_switch.load(std::memory_order_relaxed) != switches) return;
     }
     // The slicer counted the global queue as waiting work, which the pick
-    // below looks at only every kGlobalEvery-th time: look now.
-    vp->look_at_global_next();
+    // below looks at only every kGlobalEvery-th time: when nothing waits
+    // here, look there now. (Not before local work: fibers spawned from
+    // outside would then always pass those queued here, bound ones too.)
+    if (vp->runq.empty() && vp->inbox.empty()) vp->look_at_global_next();
   }
   FiberCtl* self = vp->current;
   // The yielding fiber waits for no I/O, so completions cannot wake it early.

@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -97,6 +99,45 @@ TEST_CASE("time slices: a fiber spawned from outside the runtime runs at the nex
     INFO("slices ran out " << s.slice_marks << " times, yields " << s.slice_yields);
     CHECK(s.slice_yields >= 1);
     CHECK(s.slice_marks <= 3);
+  });
+}
+
+TEST_CASE("time slices: a fiber queued here is not passed by a stream of fibers from outside") {
+  // The slice's look at the global queue comes first only when nothing
+  // waits here; otherwise a steady stream from outside would pass L for
+  // as long as it lasts.
+  sa_test::Watchdog wd{30s, "time slice, local before global"};
+  sa::Runtime rt{{.vprocs = 1, .time_slice = 1ms}};
+  rt.run([&rt] {
+    std::atomic<bool> l_ran{false}, stop{false};
+    std::atomic<int> started{0}, started_before_l{-1};
+    sa::Fiber l = sa::spawn([&] {
+      started_before_l = started.load();
+      l_ran = true;
+    });
+    std::mutex m;
+    std::vector<sa::Fiber> outsiders;
+    std::thread feeder([&] {
+      while (!stop) {
+        sa::Fiber f = rt.spawn([&] {
+          ++started;
+          std::atomic<bool> never{false};
+          spin_until(never, 3ms);  // a whole slice and more, yielding at its end
+        });
+        {
+          std::lock_guard g(m);
+          outsiders.push_back(std::move(f));
+        }
+        std::this_thread::sleep_for(500us);
+      }
+    });
+    CHECK(spin_until(l_ran, 10s));
+    stop = true;
+    feeder.join();
+    l.join();
+    for (auto& f : outsiders) f.join();
+    INFO(started.load() << " fibers from outside started, " << started_before_l.load() << " of them before L");
+    CHECK(started_before_l.load() <= 2);
   });
 }
 
