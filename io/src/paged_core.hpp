@@ -81,10 +81,13 @@ struct PageMeta {
   uint32_t prev = kNoPage;
 };
 
-// A thread asleep in a fault on a page, and when its message was read.
+// A fault waiting for a page, and when it was seen (its message read, or
+// its signal taken). upcall mode: a thread asleep in the fault, by tid;
+// park_fiber mode: a Waiter (a parked fiber, or a thread on its futex).
 struct FaultWaiter {
   int tid;
   int64_t since_ns;
+  Waiter* waiter = nullptr;
 };
 
 class PagedCore {
@@ -102,6 +105,13 @@ class PagedCore {
 
   // start() starts the fault server(s); `rt` must be the region's runtime.
   void start();
+
+  // on_signal() serves a fault of this thread at `a` in park_fiber mode
+  // (protocol P1-P4): returns true once the page may be accessed again,
+  // false if the fault is not one to serve (`a` outside the region, or a
+  // Failed page). Called by the SIGBUS handler (paged_signal.cpp) with
+  // `slot_users` counted up; counts it down once the fault is queued.
+  bool on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept;
 
  private:
   std::byte* addr(uint32_t p) const noexcept { return map_.base + std::size_t{p} * page_size_; }
@@ -132,6 +142,8 @@ class PagedCore {
   // activation through the shim, the other threads with one UFFDIO_WAKE.
   void resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept;
 
+  // launch_fill() starts a pager fiber for page p (already Filling).
+  void launch_fill(uint32_t p) noexcept;
   std::byte* take_buffer();
   void give_buffer(std::byte* b) noexcept;
 
@@ -147,6 +159,8 @@ class PagedCore {
   shim::Userfaultfd uffd_;
   Mapping map_;
   bool wp_ = false;
+  bool park_ = false;     // fault_mode == park_fiber
+  int signal_slot_ = -1;  // park_fiber: our entry in the SIGBUS handler's table
   Fd stop_fd_;   // eventfd: written once to stop the server(s)
   Fd epoll_fd_;  // {uffd, stop_fd}: one pollable fd for the fiber server
 
@@ -168,9 +182,17 @@ class PagedCore {
 
   // Counters (relaxed: read as a snapshot by stats()).
   std::atomic<uint64_t> n_faults_{0}, n_coalesced_{0}, n_filled_{0}, n_refills_{0}, n_failed_{0},
-      n_evictions_{0}, n_writebacks_{0}, n_shim_{0}, n_woken_{0}, pager_ns_{0};
+      n_evictions_{0}, n_writebacks_{0}, n_shim_{0}, n_woken_{0}, n_parked_{0}, n_thread_waits_{0}, pager_ns_{0};
   std::atomic<uint64_t> pager_buckets_[shim::LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> blocked_buckets_[shim::LatencyHistogram::kBuckets] = {};
 };
+
+// The SIGBUS handler's table of park_fiber regions (paged_signal.cpp).
+// add() installs the handler on first use and returns the region's slot;
+// throws std::system_error (sigaction) or std::length_error (table full).
+// remove() empties the slot and waits until no handler is between finding
+// the region and queueing its fault.
+int signal_table_add(PagedCore* core, std::byte* base, std::size_t len);
+void signal_table_remove(int slot) noexcept;
 
 }  // namespace sa::detail

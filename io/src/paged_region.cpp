@@ -32,6 +32,7 @@
 #include <sa/fiber.hpp>
 #include <sa/io.hpp>
 #include <sa/runtime.hpp>
+#include <sa/shim/futex.hpp>
 #include <sa/shim/uffd.hpp>
 #include <sa/this_fiber.hpp>
 
@@ -103,6 +104,13 @@ PagedRegionOptions checked(PagedRegionOptions o) {
   if (o.size / o.page_size >= kNoPage) throw std::invalid_argument("sa::PagedRegion: too many pages");
   if (!o.pager) throw std::invalid_argument("sa::PagedRegion: no pager");
   if (o.pager_threads < 0) throw std::invalid_argument("sa::PagedRegion: pager_threads < 0");
+  if (o.fault_mode == PagedFaultMode::park_fiber) {
+    if (o.pager_threads > 0)
+      throw std::invalid_argument("sa::PagedRegion: fault_mode park_fiber needs pager fibers (pager_threads = 0)");
+#if defined(SA_TSAN)
+    throw std::invalid_argument("sa::PagedRegion: fault_mode park_fiber is not available under ThreadSanitizer");
+#endif
+  }
   return o;
 }
 
@@ -114,7 +122,8 @@ PagedCore::PagedCore(RuntimeCore& rt, PagedRegionOptions options)
       budget_(opt_.resident_pages),
       rt_(rt),
       shim_(rt.shim()),
-      uffd_(UFFD_FEATURE_THREAD_ID | (opt_.writeback ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0),
+      uffd_(UFFD_FEATURE_THREAD_ID | (opt_.writeback ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0) |
+                (opt_.fault_mode == PagedFaultMode::park_fiber ? UFFD_FEATURE_SIGBUS : 0),
             shim::Userfaultfd::kFeaturePoison),
       map_(opt_.size),
       meta_(opt_.size / opt_.page_size) {
@@ -126,6 +135,7 @@ PagedCore::PagedCore(RuntimeCore& rt, PagedRegionOptions options)
     name_ = opt_.name;
   }
   wp_ = static_cast<bool>(opt_.writeback);
+  park_ = opt_.fault_mode == PagedFaultMode::park_fiber;
   const uint64_t ioctls = uffd_.register_range(map_.base, map_.len,
                                                UFFDIO_REGISTER_MODE_MISSING | (wp_ ? UFFDIO_REGISTER_MODE_WP : 0));
   const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_WAKE) |
@@ -149,6 +159,10 @@ PagedCore::PagedCore(RuntimeCore& rt, PagedRegionOptions options)
 }
 
 void PagedCore::start() {
+  if (park_) {  // faults arrive as signals (P1): no messages to serve
+    signal_slot_ = signal_table_add(this, map_.base, map_.len);
+    return;
+  }
   if (opt_.pager_threads == 0) {
     server_ = wrap(launch(rt_, {}, make_fiber([this] { serve_fibers(); })));
     return;
@@ -172,6 +186,7 @@ PagedCore::~PagedCore() {
   [[maybe_unused]] ssize_t w = ::write(stop_fd_.fd, &one, sizeof one);
   if (server_.joinable()) server_.join();
   for (auto& t : threads_) t.join();
+  if (signal_slot_ >= 0) signal_table_remove(signal_slot_);  // no fault queued from here on
 
   // Faults still pending: the pages with waiters, and unread messages.
   std::vector<uint32_t> pending;
@@ -319,16 +334,76 @@ void PagedCore::dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills)
   }
   for (auto& [p, w] : now_list) resume(p, {w});
   for (uint32_t p : fills) {
-    if (inline_fills) {
-      fill(p);
-      continue;
-    }
-    try {
-      wrap(launch(rt_, {}, make_fiber([this, p] { fill(p); }))).detach();
-    } catch (const std::exception& e) {
-      paged_fatal("region %s: cannot start a pager fiber for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
-    }
+    if (inline_fills) fill(p);
+    else launch_fill(p);
   }
+}
+
+void PagedCore::launch_fill(uint32_t p) noexcept {
+  try {
+    wrap(launch(rt_, {}, make_fiber([this, p] { fill(p); }))).detach();
+  } catch (const std::exception& e) {
+    paged_fatal("region %s: cannot start a pager fiber for page %" PRIu32 ": %s", name_.c_str(), p, e.what());
+  }
+}
+
+// --- park_fiber faults (P1-P4) -------------------------------------------------
+
+bool PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept {
+  if (a < map_.base || static_cast<std::size_t>(a - map_.base) >= map_.len) {  // a slot reused meanwhile
+    slot_users.fetch_sub(1, std::memory_order_release);
+    return false;
+  }
+  const auto p = static_cast<uint32_t>(static_cast<std::size_t>(a - map_.base) / page_size_);
+  RuntimeSection section;  // P1
+  // A fiber's own code may park. Not: a thread outside the runtime, a fiber
+  // holding an sa::Spinlock (it must stay on its activation), and runtime
+  // code (with the shim on, an activation that was already Running).
+  const bool may_park = current_fiber() != nullptr && tl_critical_depth == 0 &&
+                        (section.entered || !shim_.activations_mode());
+  Waiter w;
+  if (!may_park) w.fiber = nullptr;  // try_wake futex-wakes it instead
+  const FaultWaiter fw{static_cast<int>(::gettid()), now_ns(), &w};
+  lock_.lock();
+  n_faults_.fetch_add(1, std::memory_order_relaxed);
+  bool wait = true;
+  switch (meta_[p].state) {  // P2
+    case PageState::Missing:
+      set_state(p, PageState::Missing, PageState::Filling);
+      waiters_[p].push_back(fw);
+      in_flight_.fetch_add(1, std::memory_order_relaxed);
+      launch_fill(p);  // it cannot finish before we park: finish() takes the lock
+      break;
+    case PageState::Filling:
+      waiters_[p].push_back(fw);
+      n_coalesced_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case PageState::Evicting:
+      waiters_[p].push_back(fw);
+      break;
+    case PageState::Resident:  // filled since the fault: retry
+      wait = false;
+      break;
+    case PageState::Failed:  // poisoned: not ours to serve (its SIGBUS is BUS_MCEERR_AR)
+      lock_.unlock();
+      slot_users.fetch_sub(1, std::memory_order_release);
+      return false;
+  }
+  slot_users.fetch_sub(1, std::memory_order_release);  // queued (or done): the destructor sees it
+  if (!wait) {
+    lock_.unlock();
+    return true;
+  }
+  if (may_park) {  // P3
+    n_parked_.fetch_add(1, std::memory_order_relaxed);
+    park(w, &lock_, TimerHeap::kNever);
+  } else {
+    n_thread_waits_.fetch_add(1, std::memory_order_relaxed);
+    lock_.unlock();
+    for (uint32_t s; (s = w.state.load(std::memory_order_acquire)) == static_cast<uint32_t>(WaitState::Waiting);)
+      shim::futex_wait(w.state, s, std::chrono::steady_clock::time_point::max());
+  }
+  return true;
 }
 
 // --- pager (steps 3-4) -------------------------------------------------------
@@ -445,6 +520,10 @@ void PagedCore::resume(uint32_t p, const std::vector<FaultWaiter>& ws) noexcept 
   const int64_t now = now_ns();
   // Stats first: a resumed fiber may finish and its test read stats() at once.
   for (const FaultWaiter& w : ws) record(blocked_buckets_, now - w.since_ns);
+  if (park_) {  // P4: parked fibers and threads on their futex
+    for (const FaultWaiter& w : ws) try_wake(w.waiter);
+    return;
+  }
   // A lone waiter that is a Lost activation stays asleep until a VProc
   // hands it a processor (Shim::resume_faulted): then nothing else may wake
   // it. With several waiters one UFFDIO_WAKE of the page wakes them all, so
@@ -491,6 +570,8 @@ PagedRegionStats PagedCore::stats() const {
   s.writebacks = n_writebacks_.load(std::memory_order_relaxed);
   s.resumed_by_shim = n_shim_.load(std::memory_order_relaxed);
   s.woken = n_woken_.load(std::memory_order_relaxed);
+  s.parked = n_parked_.load(std::memory_order_relaxed);
+  s.thread_waits = n_thread_waits_.load(std::memory_order_relaxed);
   s.pager_seconds = static_cast<double>(pager_ns_.load(std::memory_order_relaxed)) / 1e9;
   for (int i = 0; i < shim::LatencyHistogram::kBuckets; ++i) {
     s.pager_us.buckets[i] = pager_buckets_[i].load(std::memory_order_relaxed);

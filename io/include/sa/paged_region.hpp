@@ -78,6 +78,47 @@
 //       fault again and are served by a new fill). The freed budget goes to
 //       the evicting pager, which carries on at step 3.
 //
+// Fault modes. Steps 1-4 are the `upcall` mode (the default): the paper's
+// mechanism, a fault is a blocked activation. On the 2-CPU VM it costs
+// about 4 kernel context switches and 60-150 µs of CPU per fault (switch
+// records, the monitor, a spare's wake-up, the faulter's), so a pager
+// faster than that cannot be hidden. `park_fiber` gives the fault back to
+// the user-level scheduler on the thread that took it, as the paper's
+// upcall hands over the blocked thread's machine state: the uffd is opened
+// with UFFD_FEATURE_SIGBUS, so the kernel raises SIGBUS in the faulting
+// thread instead of putting it to sleep, and the handler (on the fiber's
+// own stack, not the alternate one) parks the fiber (about 8 µs for the
+// signal and the copy on the VM). Protocol (fiber F touches missing page p):
+//   P1. The kernel raises SIGBUS (BUS_ADRERR) in F's thread; the handler
+//       finds the region in a process-wide table, enters the runtime
+//       (RuntimeSection) and takes the region's lock.
+//   P2. By p's state, as in step 2: Missing -> Filling and a pager fiber is
+//       launched; Filling or Evicting: F joins the waiters; Resident (filled
+//       since), the handler returns and the access is retried.
+//   P3. F parks on a Waiter in p's list; the lock is released on the far
+//       side of the switch (park()). A fault that cannot park (a thread
+//       outside the runtime, a fiber holding an sa::Spinlock, runtime code)
+//       waits on its thread (a futex on the Waiter) instead, as a blocking
+//       fault would (thread_waits).
+//   P4. Step 4 wakes the Waiter (try_wake): F is ready on any VProc. When
+//       it runs again the handler stores the signal mask and the alternate
+//       stack of the thread it now runs on into the signal frame (sigreturn
+//       would otherwise install the faulting thread's ones here) and
+//       returns: the access is retried, normally on a mapped page.
+// What park_fiber asks of the code that touches the region: F may resume on
+// another kernel thread, and other fibers run on its thread meanwhile,
+// exactly as at any sa:: call. So do not touch the region while holding
+// something that belongs to the kernel thread: a std::mutex or
+// pthread_mutex, a stdio FILE (fwrite of region bytes holds its lock), a
+// thread_local whose address the compiler may have kept. Touching it in
+// plain loads, stores, memcpy or a std:: algorithm is the intended use.
+// Page contents, coalescing, budget and eviction are those of upcall mode;
+// only the wait differs. A fault on a poisoned page (BUS_MCEERR_AR) and a
+// SIGBUS on any other address go to the handler that was installed before
+// (the default one kills the process). Under TSan the mode is refused
+// (std::invalid_argument): TSan defers and wraps signal handlers in ways
+// a fiber switch inside one would break.
+//
 // Errors.
 //   - Bad options (size 0, a size or page size that is not a multiple of
 //     the page, no pager) throw std::invalid_argument; a refused
@@ -146,6 +187,11 @@ namespace sa {
 
 class Runtime;
 
+enum class PagedFaultMode {
+  upcall,      // the faulting thread sleeps in the fault (protocol steps 1-4)
+  park_fiber,  // a fault raises SIGBUS on the faulting thread; its fiber parks (P1-P4)
+};
+
 struct PagedRegionOptions {
   // Bytes in the region: > 0 and a multiple of page_size.
   std::size_t size = 0;
@@ -165,12 +211,18 @@ struct PagedRegionOptions {
   // call the pager and writeback inline (sa:: calls in them block that
   // thread): what a plain M:N runtime (ShimMode::off) must do.
   int pager_threads = 0;
+  // How a fault is delivered ("Fault modes" above). upcall: the faulting
+  // kernel thread sleeps in the kernel (a blocked activation, handed off
+  // with ShimMode::on). park_fiber: the fault comes back to the faulting
+  // thread as a signal and only its fiber parks; nothing sleeps in the
+  // kernel, in either shim mode. Not with pager_threads.
+  PagedFaultMode fault_mode = PagedFaultMode::upcall;
   // Name used in messages; empty: "region@<address>".
   std::string name;
 };
 
 struct PagedRegionStats {
-  uint64_t faults = 0;          // fault messages read (missing and write-protect)
+  uint64_t faults = 0;          // faults served (messages read, or signals in park_fiber mode)
   uint64_t coalesced = 0;       // faults that joined a fill of the same page already under way
   uint64_t pages_filled = 0;    // pager calls installed with UFFDIO_COPY
   uint64_t refills = 0;         // ... of pages that had been evicted before
@@ -179,12 +231,14 @@ struct PagedRegionStats {
   uint64_t writebacks = 0;      // writeback calls
   uint64_t resumed_by_shim = 0; // waiters resumed with Shim::resume_faulted
   uint64_t woken = 0;           // waiters woken with UFFDIO_WAKE (other threads, ShimMode::off)
+  uint64_t parked = 0;          // park_fiber: faults that parked only their fiber
+  uint64_t thread_waits = 0;    // park_fiber: faults that waited on their thread (P3)
   std::size_t resident = 0;     // pages resident now
   std::size_t resident_high_water = 0;
   double pager_seconds = 0;     // time spent in pager calls, summed
   shim::LatencyHistogram pager_us;    // per pager call
-  shim::LatencyHistogram blocked_us;  // per fault: message read -> resumed (the
-                                      // held activation then waits for a VProc)
+  shim::LatencyHistogram blocked_us;  // per fault: message read (or signal) -> resumed
+                                      // (a held activation then waits for a VProc)
 };
 
 namespace detail {

@@ -1,0 +1,316 @@
+// sa::PagedRegion with PagedFaultMode::park_fiber (issue 6): a fault comes
+// back to its thread as SIGBUS and parks only its fiber (protocol P1-P4 in
+// <sa/paged_region.hpp>).
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "paged_test_support.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using sa_test::fill_page;
+using sa_test::page_ok;
+using sa_test::SleepyPager;
+using sa_test::sys_page;
+
+constexpr auto kPark = sa::PagedFaultMode::park_fiber;
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
+
+}  // namespace
+
+#if defined(SA_TSAN)
+
+TEST_CASE("PagedRegion park_fiber: refused under ThreadSanitizer with std::invalid_argument") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    CHECK_THROWS_AS(sa::PagedRegion({.size = sys_page(), .pager = fill_page, .fault_mode = kPark}),
+                    std::invalid_argument);
+  });
+}
+
+#else
+
+TEST_CASE("PagedRegion park_fiber: many fibers read exact contents, and each fault parks only its fiber") {
+  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  const int vprocs = GENERATE(1, 2);
+  INFO(shim_name(shim) << ", " << vprocs << " VProcs");
+  sa_test::Watchdog wd{30s, "park_fiber contents"};
+  constexpr std::size_t kPages = 64;
+  constexpr int kFibers = 24;
+  sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
+  SleepyPager pager{200us};
+  sa::PagedRegionStats s;
+  rt.run([&] {
+    sa::PagedRegion region({.size = kPages * sys_page(), .pager = pager, .fault_mode = kPark});
+    std::vector<sa::Fiber> fibers;
+    for (int f = 0; f < kFibers; ++f)
+      fibers.push_back(sa::spawn([&, f] {
+        for (std::size_t k = 0; k < kPages; ++k) SA_FIBER_CHECK(page_ok(region, (k * 7 + f * 5) % kPages));
+      }));
+    for (auto& f : fibers) f.join();
+    s = region.stats();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+  INFO("faults " << s.faults << " parked " << s.parked << " coalesced " << s.coalesced);
+  CHECK(*pager.calls == static_cast<int>(kPages));
+  CHECK(s.pages_filled == kPages);
+  CHECK(s.resident == kPages);
+  // Each page's first fault found it Missing and waited for its fill, as a
+  // parked fiber: no thread waited, no activation was resumed or woken.
+  CHECK(s.parked >= kPages);
+  CHECK(s.thread_waits == 0);
+  CHECK(s.resumed_by_shim == 0);
+  CHECK(s.woken == 0);
+  CHECK(s.blocked_us.count() == s.parked);
+}
+
+TEST_CASE("PagedRegion park_fiber: every VProc faults and the pagers need a fiber spawned last, shim off: completes") {
+  // The program that the upcall mode leaves stuck with the shim off ("I4
+  // baseline with page faults"): here no thread sleeps in a fault.
+  const int vprocs = GENERATE(1, 2);
+  INFO(vprocs << " VProcs");
+  sa_test::Watchdog wd{30s, "park_fiber, pager needs a fiber, shim off"};
+  sa::Runtime rt{{.vprocs = vprocs, .shim = sa::ShimMode::off}};
+  rt.run([&] { sa_test::pager_needs_a_fiber(vprocs, kPark); });
+  CHECK(sa_test::fiber_failures() == 0);
+}
+
+TEST_CASE("PagedRegion park_fiber: writeback under eviction loses no write of fibers or of a thread outside") {
+  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO(shim_name(shim));
+  sa_test::Watchdog wd{30s, "park_fiber eviction with writeback"};
+  constexpr std::size_t kPages = 16, kBudget = 8;
+  constexpr int kFibers = 4, kRounds = 12;
+  const std::size_t ps = sys_page();
+  std::vector<std::vector<uint64_t>> store(kPages, std::vector<uint64_t>(ps / sizeof(uint64_t), 0));
+  auto backed_pager = [&](std::size_t page, std::span<std::byte> out) {
+    sa::this_fiber::sleep_for(30us);
+    std::memcpy(out.data(), store[page].data(), ps);
+  };
+  auto writeback = [&](std::size_t page, std::span<const std::byte> data) {
+    sa::this_fiber::sleep_for(30us);
+    std::memcpy(store[page].data(), data.data(), ps);
+  };
+  sa::Runtime rt{{.vprocs = 2, .shim = shim}};
+  sa::PagedRegionStats s;
+  rt.run([&] {
+    sa::PagedRegion region({.size = kPages * ps,
+                            .resident_pages = kBudget,
+                            .pager = backed_pager,
+                            .writeback = writeback,
+                            .fault_mode = kPark});
+    // Fiber f increments word f of every page kRounds times, racing the
+    // evictions (a write to a page being written back faults too); a plain
+    // thread does the same with word kFibers and waits on its own futex.
+    auto writer = [&](int f) {
+      for (int k = 0; k < kRounds; ++k)
+        for (std::size_t p = 0; p < kPages; ++p) {
+          auto* w = reinterpret_cast<volatile uint64_t*>(region.page(p).data()) + f;
+          *w = *w + 1;
+        }
+    };
+    std::vector<sa::Fiber> fibers;
+    for (int f = 0; f < kFibers; ++f) fibers.push_back(sa::spawn(writer, f));
+    std::thread outside(writer, kFibers);
+    for (auto& f : fibers) f.join();
+    outside.join();
+    for (std::size_t p = 0; p < kPages; ++p) {
+      const auto* w = reinterpret_cast<const volatile uint64_t*>(region.page(p).data());
+      for (int f = 0; f <= kFibers; ++f) SA_FIBER_CHECK(w[f] == static_cast<uint64_t>(kRounds));
+    }
+    s = region.stats();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+  INFO("filled " << s.pages_filled << " evictions " << s.evictions << " parked " << s.parked << " thread waits "
+                 << s.thread_waits);
+  CHECK(s.evictions > 0);
+  CHECK(s.writebacks == s.evictions);
+  CHECK(s.resident_high_water <= kBudget);
+  CHECK(s.parked >= 1);
+  CHECK(s.thread_waits >= 1);  // the outside thread
+}
+
+TEST_CASE("PagedRegion park_fiber: a fiber holding an sa::Spinlock waits for its page on its thread") {
+  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO(shim_name(shim));
+  sa_test::Watchdog wd{30s, "park_fiber fault in a critical section"};
+  sa::Runtime rt{{.vprocs = 2, .shim = shim}};  // the pager runs on the other VProc
+  SleepyPager pager{1ms};
+  sa::PagedRegionStats s;
+  rt.run([&] {
+    sa::PagedRegion region({.size = 4 * sys_page(), .pager = pager, .fault_mode = kPark});
+    sa::Spinlock lock;
+    sa::spawn([&] {
+      std::lock_guard g(lock);  // may not park here: the fault must wait on the thread
+      SA_FIBER_CHECK(page_ok(region, 1));
+    }).join();
+    s = region.stats();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(s.thread_waits == 1);
+  CHECK(s.parked == 0);
+  CHECK(s.pages_filled == 1);
+}
+
+TEST_CASE("PagedRegion park_fiber: a fiber resumed on another thread leaves each thread its own mask and altstack") {
+  // sigreturn installs the mask and alternate stack saved in the signal
+  // frame: without P4's rewrite, a fiber that faulted on VProc 0's thread
+  // and resumed on VProc 1's would give VProc 1 VProc 0's (a shared
+  // altstack: two overflows reported on one stack).
+  sa_test::Watchdog wd{30s, "park_fiber mask and altstack"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::off}};
+  struct ThreadState {
+    void* altstack;
+    bool usr2_blocked;
+  };
+  auto this_thread_state = [] {
+    stack_t ss{};
+    ::sigaltstack(nullptr, &ss);
+    sigset_t m;
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &m);
+    return ThreadState{ss.ss_sp, sigismember(&m, SIGUSR2) == 1};
+  };
+  auto state_of = [&](int vp) {
+    ThreadState t{};
+    sa::spawn(sa::SpawnOptions{.vproc = vp}, [&] { t = this_thread_state(); }).join();
+    return t;
+  };
+  std::atomic<int> moved{0}, wrong{0};
+  ThreadState before[2], after[2];
+  rt.run([&] {
+    // VProc 0's thread blocks SIGUSR2; VProc 1's does not.
+    sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
+      sigset_t m;
+      sigemptyset(&m);
+      sigaddset(&m, SIGUSR2);
+      ::pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    }).join();
+    for (int vp = 0; vp < 2; ++vp) before[vp] = state_of(vp);
+    constexpr std::size_t kPages = 64;
+    sa::PagedRegion region({.size = kPages * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+    std::vector<sa::Fiber> fibers;
+    for (int f = 0; f < 16; ++f)
+      fibers.push_back(sa::spawn([&, f] {
+        for (std::size_t k = 0; k < kPages; ++k) {
+          const int tid = ::gettid();
+          SA_FIBER_CHECK(page_ok(region, (k * 3 + f * 7) % kPages));
+          if (::gettid() == tid) continue;
+          ++moved;
+          // Checked at once: a later migration the other way would undo it.
+          const ThreadState now = this_thread_state();
+          const ThreadState& own = before[sa::this_fiber::vproc()];
+          if (now.altstack != own.altstack || now.usr2_blocked != own.usr2_blocked) ++wrong;
+        }
+      }));
+    for (auto& f : fibers) f.join();
+    for (int vp = 0; vp < 2; ++vp) after[vp] = state_of(vp);
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+  INFO("fibers that resumed on another thread: " << moved.load());
+  CHECK(moved > 0);  // the case under test happened
+  CHECK(wrong == 0);
+  CHECK(before[0].altstack != before[1].altstack);
+  for (int vp = 0; vp < 2; ++vp) {
+    INFO("VProc " << vp);
+    CHECK(after[vp].altstack == before[vp].altstack);
+    CHECK(after[vp].usr2_blocked == before[vp].usr2_blocked);
+  }
+  CHECK(before[0].usr2_blocked);
+  CHECK_FALSE(before[1].usr2_blocked);
+}
+
+TEST_CASE("PagedRegion park_fiber: a SIGBUS of another kind still kills the process (a pager that threw)") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 2}};
+        rt.run([] {
+          sa::PagedRegion region({.size = 8 * sys_page(),
+                                  .pager =
+                                      [](std::size_t page, std::span<std::byte> out) {
+                                        if (page == 3) throw std::runtime_error("disk on fire");
+                                        fill_page(page, out);
+                                      },
+                                  .fault_mode = kPark,
+                                  .name = "flaky"});
+          SA_FIBER_CHECK(page_ok(region, 2));
+          std::fprintf(stderr, "page 2 ok\n");
+          const volatile std::byte b = region.page(3)[0];  // parks, then the retry hits the poison
+          (void)b;
+          std::fprintf(stderr, "read a value from a page whose pager threw\n");
+        });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(contains(r.err, "page 2 ok"));
+  CHECK(contains(r.err, "sa: pager for page 3 of region flaky threw: disk on fire (fiber "));
+  CHECK_FALSE(contains(r.err, "read a value"));
+  CHECK(((!r.exited && r.status == SIGBUS) || (r.exited && r.status != 0)));
+}
+
+TEST_CASE("PagedRegion park_fiber: destroying a region while a fiber is parked in a fault aborts with the page") {
+  auto r = sa_test::run_in_child(
+      [] {
+        std::signal(SIGABRT, SIG_DFL);  // not Catch2's handler: the abort is the expected outcome
+        sa::Runtime rt{{.vprocs = 2}};
+        rt.run([] {
+          sa::Event never;
+          {
+            sa::PagedRegion region({.size = 8 * sys_page(),
+                                    .pager = [&never](std::size_t, std::span<std::byte>) { never.wait(); },
+                                    .fault_mode = kPark,
+                                    .name = "doomed"});
+            sa::spawn([&region] {
+              const volatile std::byte b = region.page(6)[0];
+              (void)b;
+            }).detach();
+            sa::this_fiber::sleep_for(100ms);  // the fiber parks in its fault, its pager waits
+          }
+          std::fprintf(stderr, "destroyed without complaint\n");
+        });
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(contains(r.err, "sa: region doomed destroyed while 1 faults are pending (pages 6)"));
+  CHECK_FALSE(contains(r.err, "without complaint"));
+  CHECK(!r.exited);
+  CHECK(r.status == SIGABRT);
+}
+
+TEST_CASE("PagedRegion park_fiber: with pager threads it is refused with std::invalid_argument") {
+  sa::Runtime rt{{.vprocs = 1}};
+  rt.run([] {
+    try {
+      sa::PagedRegion region({.size = sys_page(), .pager = fill_page, .pager_threads = 1, .fault_mode = kPark});
+      FAIL("park_fiber with pager threads was accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(contains(e.what(), "park_fiber needs pager fibers"));
+    }
+  });
+}
+
+#endif  // SA_TSAN
