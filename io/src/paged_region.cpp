@@ -363,7 +363,7 @@ bool PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept {
                         (section.entered || !shim_.activations_mode());
   Waiter w;
   if (!may_park) w.fiber = nullptr;  // try_wake futex-wakes it instead
-  const FaultWaiter fw{static_cast<int>(::gettid()), now_ns(), &w};
+  const FaultWaiter fw{0, now_ns(), &w};  // (no tid: the Waiter says who waits)
   lock_.lock();
   n_faults_.fetch_add(1, std::memory_order_relaxed);
   bool wait = true;

@@ -62,6 +62,20 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
   else g_previous.sa_handler(sig);
 }
 
+// thread_pointer() tells kernel threads apart without a system call: the
+// TCB's self pointer at %fs:0, read anew each time (the compiler may keep
+// the address of a thread_local, or pthread_self(), across a call: the
+// fiber's move to another thread is invisible to it). Null: unknown.
+const void* thread_pointer() noexcept {
+#if defined(__x86_64__)
+  const void* tp;
+  asm volatile("mov %%fs:0, %0" : "=r"(tp));
+  return tp;
+#else
+  return nullptr;
+#endif
+}
+
 void on_sigbus(int sig, siginfo_t* si, void* ucv) {
   const int saved_errno = errno;
   if (si->si_code == BUS_ADRERR) {  // what UFFD_FEATURE_SIGBUS raises
@@ -76,13 +90,17 @@ void on_sigbus(int sig, siginfo_t* si, void* ucv) {
         s.users.fetch_sub(1, std::memory_order_release);
         continue;
       }
+      const void* thread = thread_pointer();
       if (!core->on_signal(reinterpret_cast<std::byte*>(a), s.users)) break;
-      // P4: the fiber may run on another kernel thread now. sigreturn
-      // installs the signal mask and the alternate stack saved in the
-      // frame, the faulting thread's: give it this thread's own.
-      auto* uc = static_cast<ucontext_t*>(ucv);
-      ::pthread_sigmask(SIG_SETMASK, nullptr, &uc->uc_sigmask);
-      ::sigaltstack(nullptr, &uc->uc_stack);
+      if (!thread || thread_pointer() != thread) {
+        // P4: the fiber runs on another kernel thread now. sigreturn
+        // installs the signal mask and the alternate stack saved in the
+        // frame, the faulting thread's: give it this thread's own. (On the
+        // same thread the frame's are right: two system calls saved.)
+        auto* uc = static_cast<ucontext_t*>(ucv);
+        ::pthread_sigmask(SIG_SETMASK, nullptr, &uc->uc_sigmask);
+        ::sigaltstack(nullptr, &uc->uc_stack);
+      }
       errno = saved_errno;
       return;  // the access is retried
     }

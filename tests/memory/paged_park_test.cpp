@@ -35,10 +35,6 @@ using sa_test::sys_page;
 
 constexpr auto kPark = sa::PagedFaultMode::park_fiber;
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
-
-const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
-
 }  // namespace
 
 #if defined(SA_TSAN)
@@ -52,6 +48,14 @@ TEST_CASE("PagedRegion park_fiber: refused under ThreadSanitizer with std::inval
 }
 
 #else
+
+namespace {
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
+
+}  // namespace
 
 TEST_CASE("PagedRegion park_fiber: many fibers read exact contents, and each fault parks only its fiber") {
   const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);

@@ -115,9 +115,11 @@
 // Page contents, coalescing, budget and eviction are those of upcall mode;
 // only the wait differs. A fault on a poisoned page (BUS_MCEERR_AR) and a
 // SIGBUS on any other address go to the handler that was installed before
-// (the default one kills the process). Under TSan the mode is refused
-// (std::invalid_argument): TSan defers and wraps signal handlers in ways
-// a fiber switch inside one would break.
+// (the default one kills the process). The handler allocates (the page's
+// waiter list, the pager fiber): safe, as the faulting instruction touches
+// the region and so is never inside malloc. Under TSan the mode is refused
+// (std::invalid_argument): tried, the process died of SIGBUS in TSan's
+// signal wrapper, which also reports those allocations as signal-unsafe.
 //
 // Errors.
 //   - Bad options (size 0, a size or page size that is not a multiple of
