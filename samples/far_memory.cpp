@@ -19,6 +19,9 @@
 //             run below shows it stuck, in a child with a time bound), so
 //             the region serves faults on pager threads of its own
 //             (pager_threads = VProcs), as a plain M:N runtime must.
+//   park      shim on, PagedFaultMode::park_fiber: the kernel raises SIGBUS
+//             in the faulting thread instead of putting it to sleep, and the
+//             handler parks only the fiber; the thread runs other fibers.
 //
 // Usage: far_memory [--fibers N] [--pages N] [--budget PERCENT]
 //                   [--latency-us N] [--visits N] [--compute-us N]
@@ -72,7 +75,8 @@ struct Result {
   sa::ShimStats shim;
 };
 
-Result run(const Config& c, sa::ShimMode mode, int vprocs) {
+Result run(const Config& c, sa::ShimMode mode, int vprocs,
+           sa::PagedFaultMode fault_mode = sa::PagedFaultMode::upcall) {
   const bool on = mode == sa::ShimMode::on;
   // Every fiber may be asleep in a fault at once: one activation each.
   sa::Runtime rt{{.vprocs = vprocs, .shim = mode, .max_activations = c.fibers + 4 * vprocs + 8}};
@@ -88,6 +92,7 @@ Result run(const Config& c, sa::ShimMode mode, int vprocs) {
                                   for (std::size_t i = 0; i < out.size() / 8; ++i) w[i] = word_of(page, i);
                                 },
                             .pager_threads = on ? 0 : vprocs,
+                            .fault_mode = fault_mode,
                             .name = "far"});
     std::atomic<long> bad{0};
     std::atomic<uint64_t> sink{0};
@@ -128,6 +133,9 @@ void print(const char* label, const Config& c, const Result& r) {
                 static_cast<unsigned long long>(r.shim.activation_blocked),
                 static_cast<unsigned long long>(r.shim.held), r.shim.handoff_detected_p50_us,
                 r.shim.handoff_detected_p99_us, r.shim.held_window_p50_us, r.shim.held_window_p99_us);
+  if (r.region.parked > 0)
+    std::printf("  parked %llu, activation_blocked %llu", static_cast<unsigned long long>(r.region.parked),
+                static_cast<unsigned long long>(r.shim.activation_blocked));
   std::printf("%s\n", r.bad_pages ? "  WRONG CONTENTS" : "");
 }
 
@@ -210,10 +218,13 @@ int main(int argc, char** argv) {
   print("shim on", c, on);
   const Result off = run(c, sa::ShimMode::off, vprocs);
   print("shim off", c, off);
-  std::printf("shim on / shim off throughput: %.2fx\n", off.seconds / on.seconds);
+  const Result park = run(c, sa::ShimMode::on, vprocs, sa::PagedFaultMode::park_fiber);
+  print("park", c, park);
+  std::printf("shim on / shim off throughput: %.2fx; park / shim off: %.2fx\n", off.seconds / on.seconds,
+              off.seconds / park.seconds);
   std::printf("shim off with pager fibers (no pager threads): %s\n",
               stuck_with_fiber_pagers(c, vprocs, 2s) ? "stuck after 2 s: every VProc asleep in a fault, "
                                                        "no VProc left to run a pager (killed)"
                                                      : "finished");
-  return on.bad_pages || off.bad_pages ? 1 : 0;
+  return on.bad_pages || off.bad_pages || park.bad_pages ? 1 : 0;
 }
