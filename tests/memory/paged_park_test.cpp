@@ -138,8 +138,15 @@ TEST_CASE("PagedRegion park_fiber: writeback under eviction loses no write of fi
     };
     std::vector<sa::Fiber> fibers;
     for (int f = 0; f < kFibers; ++f) fibers.push_back(sa::spawn(writer, f));
-    std::thread outside(writer, kFibers);
+    sa::Event outside_done;
+    std::thread outside([&] {
+      writer(kFibers);
+      outside_done.set();
+    });
     for (auto& f : fibers) f.join();
+    // Parked, not blocked in join(): with the shim off a blocked VProc
+    // would also hold the timers of the pagers the thread may wait for.
+    outside_done.wait();
     outside.join();
     for (std::size_t p = 0; p < kPages; ++p) {
       const auto* w = reinterpret_cast<const volatile uint64_t*>(region.page(p).data());
