@@ -90,6 +90,14 @@ struct FaultWaiter {
   Waiter* waiter = nullptr;
 };
 
+// How PagedCore::on_signal() served a fault.
+enum class SignalFault {
+  not_ours,  // not this region's to serve: pass it on
+  retry,     // resolved meanwhile: retry the access
+  waited,    // waited for the page on this thread (P3)
+  parked,    // the fiber parked (P3); other fibers ran here meanwhile
+};
+
 class PagedCore {
  public:
   PagedCore(RuntimeCore& rt, PagedRegionOptions options);
@@ -107,11 +115,11 @@ class PagedCore {
   void start();
 
   // on_signal() serves a fault of this thread at `a` in park_fiber mode
-  // (protocol P1-P4): returns true once the page may be accessed again,
-  // false if the fault is not one to serve (`a` outside the region, or a
+  // (protocol P1-P4) and returns once the page may be accessed again, or
+  // at once if the fault is not one to serve (`a` outside the region, or a
   // Failed page). Called by the SIGBUS handler (paged_signal.cpp) with
   // `slot_users` counted up; counts it down once the fault is queued.
-  bool on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept;
+  SignalFault on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept;
 
  private:
   std::byte* addr(uint32_t p) const noexcept { return map_.base + std::size_t{p} * page_size_; }

@@ -349,18 +349,23 @@ void PagedCore::launch_fill(uint32_t p) noexcept {
 
 // --- park_fiber faults (P1-P4) -------------------------------------------------
 
-bool PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept {
+SignalFault PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept {
   if (a < map_.base || static_cast<std::size_t>(a - map_.base) >= map_.len) {  // a slot reused meanwhile
     slot_users.fetch_sub(1, std::memory_order_release);
-    return false;
+    return SignalFault::not_ours;
   }
   const auto p = static_cast<uint32_t>(static_cast<std::size_t>(a - map_.base) / page_size_);
+  // Read before the section, which may take a lock of its own.
+  const bool in_lock = tl_spin_locks > 0 || tl_critical_depth > 0;
   RuntimeSection section;  // P1
   // A fiber's own code may park. Not: a thread outside the runtime, a fiber
-  // holding an sa::Spinlock (it must stay on its activation), and runtime
-  // code (with the shim on, an activation that was already Running).
-  const bool may_park = current_fiber() != nullptr && tl_critical_depth == 0 &&
-                        (section.entered || !shim_.activations_mode());
+  // holding an sa::Spinlock (it must stay on its activation) or a runtime
+  // SpinLock (a Channel copying a value from the region: a fiber of this
+  // thread could spin on it for ever), and, with the shim on, runtime code
+  // (an activation that was Running already).
+  const shim::Activation* act = shim::Activation::current();
+  const bool activations = act && act->shim && act->shim->activations_mode();
+  const bool may_park = current_fiber() != nullptr && !in_lock && (section.entered || !activations);
   Waiter w;
   if (!may_park) w.fiber = nullptr;  // try_wake futex-wakes it instead
   const FaultWaiter fw{0, now_ns(), &w};  // (no tid: the Waiter says who waits)
@@ -387,23 +392,23 @@ bool PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noexcept {
     case PageState::Failed:  // poisoned: not ours to serve (its SIGBUS is BUS_MCEERR_AR)
       lock_.unlock();
       slot_users.fetch_sub(1, std::memory_order_release);
-      return false;
+      return SignalFault::not_ours;
   }
   slot_users.fetch_sub(1, std::memory_order_release);  // queued (or done): the destructor sees it
   if (!wait) {
     lock_.unlock();
-    return true;
+    return SignalFault::retry;
   }
   if (may_park) {  // P3
     n_parked_.fetch_add(1, std::memory_order_relaxed);
     park(w, &lock_, TimerHeap::kNever);
-  } else {
-    n_thread_waits_.fetch_add(1, std::memory_order_relaxed);
-    lock_.unlock();
-    for (uint32_t s; (s = w.state.load(std::memory_order_acquire)) == static_cast<uint32_t>(WaitState::Waiting);)
-      shim::futex_wait(w.state, s, std::chrono::steady_clock::time_point::max());
+    return SignalFault::parked;
   }
-  return true;
+  n_thread_waits_.fetch_add(1, std::memory_order_relaxed);
+  lock_.unlock();
+  for (uint32_t s; (s = w.state.load(std::memory_order_acquire)) == static_cast<uint32_t>(WaitState::Waiting);)
+    shim::futex_wait(w.state, s, std::chrono::steady_clock::time_point::max());
+  return SignalFault::waited;
 }
 
 // --- pager (steps 3-4) -------------------------------------------------------

@@ -2,7 +2,8 @@
 // "Fault modes", P1 and P4): the process-wide table of such regions and the
 // handler that turns a fault into a parked fiber.
 //
-// The handler is installed with the first park_fiber region and stays: a
+// The handler is installed with the first park_fiber region and stays
+// (a later region installs it again if another handler replaced it): a
 // SIGBUS on an address in no region, or of another kind (a poisoned page,
 // a truncated file mapping, a signal sent by kill), goes to the action that
 // was there before, so the process dies as it would have without sa (or a
@@ -42,42 +43,46 @@ struct Slot {
 
 Slot g_slots[kSlots];
 SpinLock g_table_lock;             // add / remove; never taken by the handler
-struct sigaction g_previous = {};  // the SIGBUS action before ours
-bool g_installed = false;          // guarded by g_table_lock
+struct sigaction g_previous = {};  // the SIGBUS action before ours (written under g_table_lock)
 
-// pass_on() gives a SIGBUS that is not a park_fiber fault to the action
-// installed before ours. The default action (or an ignored SIGBUS, which a
-// fault cannot ignore) is restored: a fault then recurs on return and
-// kills the process; a signal sent by kill is raised again.
+// synchronous() is true for a SIGBUS raised by an access (it recurs if the
+// access is retried), false for one sent (kill) or reported (BUS_MCEERR_AO).
+bool synchronous(const siginfo_t* si) noexcept {
+  return si->si_code == BUS_ADRALN || si->si_code == BUS_ADRERR || si->si_code == BUS_OBJERR ||
+         si->si_code == BUS_MCEERR_AR;
+}
+
+// pass_on() does with a SIGBUS that is not a park_fiber fault what the
+// action installed before ours would have done. A handler is called with
+// its sa_mask added (on this stack: its SA_ONSTACK is not honoured). The
+// default action is restored and, for a signal that does not recur,
+// raised again: the process dies as it would have (a fault cannot be
+// ignored, so an ignored SIGBUS that is a fault dies too).
 void pass_on(int sig, siginfo_t* si, void* uc) {
+  const bool sync = synchronous(si);
+  if (g_previous.sa_handler == SIG_IGN && !sync) return;
   if (g_previous.sa_handler == SIG_DFL || g_previous.sa_handler == SIG_IGN) {
     struct sigaction dfl = {};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     ::sigaction(SIGBUS, &dfl, nullptr);
-    if (si->si_code <= 0) ::raise(SIGBUS);
+    if (!sync) ::raise(SIGBUS);
     return;
   }
+  sigset_t old;
+  ::pthread_sigmask(SIG_BLOCK, &g_previous.sa_mask, &old);
   if (g_previous.sa_flags & SA_SIGINFO) g_previous.sa_sigaction(sig, si, uc);
   else g_previous.sa_handler(sig);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
-// thread_pointer() tells kernel threads apart without a system call: the
-// TCB's self pointer at %fs:0, read anew each time (the compiler may keep
-// the address of a thread_local, or pthread_self(), across a call: the
-// fiber's move to another thread is invisible to it). Null: unknown.
-const void* thread_pointer() noexcept {
-#if defined(__x86_64__)
-  const void* tp;
-  asm volatile("mov %%fs:0, %0" : "=r"(tp));
-  return tp;
-#else
-  return nullptr;
-#endif
-}
+// set_errno() is out of line: glibc's __errno_location() is a const
+// function, so the handler could reuse the address it got before its fiber
+// parked and moved to another kernel thread, and write that thread's errno.
+[[gnu::noinline]] void set_errno(int e) noexcept { errno = e; }
 
 void on_sigbus(int sig, siginfo_t* si, void* ucv) {
-  const int saved_errno = errno;
+  const int saved_errno = errno;  // the faulting thread's: read before any park
   if (si->si_code == BUS_ADRERR) {  // what UFFD_FEATURE_SIGBUS raises
     const auto a = reinterpret_cast<uintptr_t>(si->si_addr);
     for (Slot& s : g_slots) {
@@ -90,22 +95,22 @@ void on_sigbus(int sig, siginfo_t* si, void* ucv) {
         s.users.fetch_sub(1, std::memory_order_release);
         continue;
       }
-      const void* thread = thread_pointer();
-      if (!core->on_signal(reinterpret_cast<std::byte*>(a), s.users)) break;
-      if (!thread || thread_pointer() != thread) {
-        // P4: the fiber runs on another kernel thread now. sigreturn
-        // installs the signal mask and the alternate stack saved in the
-        // frame, the faulting thread's: give it this thread's own. (On the
-        // same thread the frame's are right: two system calls saved.)
+      const SignalFault how = core->on_signal(reinterpret_cast<std::byte*>(a), s.users);
+      if (how == SignalFault::not_ours) continue;  // a slot reused meanwhile: look on
+      if (how == SignalFault::parked) {
+        // P4: other fibers ran on this thread, or the fiber runs on another
+        // one now. sigreturn installs the signal mask and the alternate
+        // stack saved in the frame at the fault: give it this thread's
+        // current ones instead.
         auto* uc = static_cast<ucontext_t*>(ucv);
         ::pthread_sigmask(SIG_SETMASK, nullptr, &uc->uc_sigmask);
         ::sigaltstack(nullptr, &uc->uc_stack);
       }
-      errno = saved_errno;
+      set_errno(saved_errno);
       return;  // the access is retried
     }
   }
-  errno = saved_errno;
+  set_errno(saved_errno);
   pass_on(sig, si, ucv);
 }
 
@@ -113,16 +118,21 @@ void on_sigbus(int sig, siginfo_t* si, void* ucv) {
 
 int signal_table_add(PagedCore* core, std::byte* base, std::size_t len) {
   std::lock_guard g(g_table_lock);
-  if (!g_installed) {
+  // Installed unless ours is in place: a handler installed since (by
+  // someone who did not pass our faults on) is the one we now pass on to.
+  struct sigaction now = {};
+  if (::sigaction(SIGBUS, nullptr, &now) != 0)
+    throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: sigaction(SIGBUS)");
+  if (!(now.sa_flags & SA_SIGINFO) || now.sa_sigaction != on_sigbus) {
     struct sigaction sa = {};
     sa.sa_sigaction = on_sigbus;
     // SA_NODEFER: the fiber parks inside the handler and its thread runs
     // other fibers, which may fault too; nothing may block SIGBUS then.
     sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (::sigaction(SIGBUS, &sa, &g_previous) != 0)
+    g_previous = now;
+    if (::sigaction(SIGBUS, &sa, nullptr) != 0)
       throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: sigaction(SIGBUS)");
-    g_installed = true;
   }
   for (int i = 0; i < kSlots; ++i) {
     Slot& s = g_slots[i];

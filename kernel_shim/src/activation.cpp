@@ -128,6 +128,16 @@ void Activation::main() {
   // this).
   ::prctl(PR_SET_TIMERSLACK, kTimerSlackNs);
   AltStack alt;
+  // A fault's signal is delivered or kills: the kernel resets a blocked
+  // SIGSEGV or SIGBUS to its default action. So the stack overflow report
+  // (SIGSEGV) and park_fiber faults (SIGBUS, <sa/paged_region.hpp>) need
+  // them unblocked here, even when the thread that made the runtime had
+  // blocked every signal (as for a sigwait() thread).
+  sigset_t faults;
+  sigemptyset(&faults);
+  sigaddset(&faults, SIGSEGV);
+  sigaddset(&faults, SIGBUS);
+  ::pthread_sigmask(SIG_UNBLOCK, &faults, nullptr);
   body_(*this);
   state_.store(ActivationState::Exited, std::memory_order_release);
   run_state_.store(nullptr, std::memory_order_release);

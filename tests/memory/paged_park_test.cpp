@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include <sa/detail/spin_lock.hpp>
+
 #include "paged_test_support.hpp"
 #include "test_support.hpp"
 
@@ -55,6 +57,12 @@ bool contains(const std::string& s, const std::string& what) { return s.find(wha
 
 const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
 
+// errno of the thread the fiber runs on now: out of line, as glibc's
+// __errno_location() is const and a caller may keep the old thread's
+// address across a fault that moved the fiber.
+[[gnu::noinline]] void set_errno(int e) { errno = e; }
+[[gnu::noinline]] int get_errno() { return errno; }
+
 }  // namespace
 
 TEST_CASE("PagedRegion park_fiber: many fibers read exact contents, and each fault parks only its fiber") {
@@ -67,12 +75,17 @@ TEST_CASE("PagedRegion park_fiber: many fibers read exact contents, and each fau
   sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
   SleepyPager pager{200us};
   sa::PagedRegionStats s;
+  std::atomic<int> errno_lost{0};
   rt.run([&] {
     sa::PagedRegion region({.size = kPages * sys_page(), .pager = pager, .fault_mode = kPark});
     std::vector<sa::Fiber> fibers;
     for (int f = 0; f < kFibers; ++f)
       fibers.push_back(sa::spawn([&, f] {
-        for (std::size_t k = 0; k < kPages; ++k) SA_FIBER_CHECK(page_ok(region, (k * 7 + f * 5) % kPages));
+        for (std::size_t k = 0; k < kPages; ++k) {
+          set_errno(1000 + f);  // a fault, parked or not, leaves the fiber its errno
+          SA_FIBER_CHECK(page_ok(region, (k * 7 + f * 5) % kPages));
+          if (get_errno() != 1000 + f) ++errno_lost;
+        }
       }));
     for (auto& f : fibers) f.join();
     s = region.stats();
@@ -89,6 +102,7 @@ TEST_CASE("PagedRegion park_fiber: many fibers read exact contents, and each fau
   CHECK(s.resumed_by_shim == 0);
   CHECK(s.woken == 0);
   CHECK(s.blocked_us.count() == s.parked);
+  CHECK(errno_lost == 0);
 }
 
 TEST_CASE("PagedRegion park_fiber: every VProc faults and the pagers need a fiber spawned last, shim off: completes") {
@@ -164,9 +178,10 @@ TEST_CASE("PagedRegion park_fiber: writeback under eviction loses no write of fi
   CHECK(s.thread_waits >= 1);  // the outside thread
 }
 
-TEST_CASE("PagedRegion park_fiber: a fiber holding an sa::Spinlock waits for its page on its thread") {
+TEST_CASE("PagedRegion park_fiber: a fiber holding an sa::Spinlock or a runtime lock waits for its page on its thread") {
   const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
-  INFO(shim_name(shim));
+  const bool runtime_lock = GENERATE(false, true);
+  INFO(shim_name(shim) << (runtime_lock ? ", a runtime SpinLock" : ", an sa::Spinlock"));
   sa_test::Watchdog wd{30s, "park_fiber fault in a critical section"};
   sa::Runtime rt{{.vprocs = 2, .shim = shim}};  // the pager runs on the other VProc
   SleepyPager pager{1ms};
@@ -174,9 +189,16 @@ TEST_CASE("PagedRegion park_fiber: a fiber holding an sa::Spinlock waits for its
   rt.run([&] {
     sa::PagedRegion region({.size = 4 * sys_page(), .pager = pager, .fault_mode = kPark});
     sa::Spinlock lock;
+    sa::detail::SpinLock inner;  // what a Channel holds while it copies a value
     sa::spawn([&] {
-      std::lock_guard g(lock);  // may not park here: the fault must wait on the thread
-      SA_FIBER_CHECK(page_ok(region, 1));
+      // May not park here: the fault must wait on the thread.
+      if (runtime_lock) {
+        std::lock_guard g(inner);
+        SA_FIBER_CHECK(page_ok(region, 1));
+      } else {
+        std::lock_guard g(lock);
+        SA_FIBER_CHECK(page_ok(region, 1));
+      }
     }).join();
     s = region.stats();
   });
@@ -227,7 +249,9 @@ TEST_CASE("PagedRegion park_fiber: a fiber resumed on another thread leaves each
       fibers.push_back(sa::spawn([&, f] {
         for (std::size_t k = 0; k < kPages; ++k) {
           const int tid = ::gettid();
+          set_errno(2000 + f);
           SA_FIBER_CHECK(page_ok(region, (k * 3 + f * 7) % kPages));
+          if (get_errno() != 2000 + f) ++wrong;  // errno is the fiber's, on whichever thread
           if (::gettid() == tid) continue;
           ++moved;
           // Checked at once: a later migration the other way would undo it.
@@ -251,6 +275,111 @@ TEST_CASE("PagedRegion park_fiber: a fiber resumed on another thread leaves each
   }
   CHECK(before[0].usr2_blocked);
   CHECK_FALSE(before[1].usr2_blocked);
+}
+
+TEST_CASE("PagedRegion park_fiber: a mask change made on the thread while a fiber was parked there survives it") {
+  // sigreturn would install the mask saved at the fault, undoing what the
+  // other fibers of the thread did meanwhile.
+  sa_test::Watchdog wd{30s, "park_fiber mask on the same thread"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::off}};
+  bool blocked_after = false;
+  rt.run([&] {
+    sa::PagedRegion region({.size = 2 * sys_page(), .pager = SleepyPager{2ms}, .fault_mode = kPark});
+    sa::Fiber a = sa::spawn([&] {
+      SA_FIBER_CHECK(page_ok(region, 0));  // parks; b runs meanwhile on this (the only) thread
+      sigset_t m;
+      ::pthread_sigmask(SIG_SETMASK, nullptr, &m);
+      blocked_after = sigismember(&m, SIGUSR1) == 1;
+    });
+    sa::Fiber b = sa::spawn([&] {
+      while (region.stats().parked == 0) sa::this_fiber::yield();  // a is parked in its fault
+      sigset_t m;
+      sigemptyset(&m);
+      sigaddset(&m, SIGUSR1);
+      ::pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    });
+    a.join();
+    b.join();
+    CHECK(region.stats().parked == 1);
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(blocked_after);
+}
+
+TEST_CASE("PagedRegion park_fiber: a runtime made by a thread that blocks every signal still parks faults") {
+  // The activations inherit the mask, and a fault on a blocked SIGBUS
+  // kills the process: they unblock SIGBUS (and SIGSEGV) when they start.
+  auto r = sa_test::run_in_child(
+      [] {
+        sigset_t all;
+        sigfillset(&all);
+        ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
+        sa::Runtime rt{{.vprocs = 2}};
+        rt.run([] {
+          sa::PagedRegion region({.size = 16 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+          std::vector<sa::Fiber> fibers;
+          for (int f = 0; f < 4; ++f)
+            fibers.push_back(sa::spawn([&] {
+              for (std::size_t p = 0; p < 16; ++p) SA_FIBER_CHECK(page_ok(region, p));
+            }));
+          for (auto& f : fibers) f.join();
+          std::fprintf(stderr, "parked %llu\n", static_cast<unsigned long long>(region.stats().parked));
+        });
+        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exited);
+  CHECK(r.status == 0);
+  CHECK(contains(r.err, "parked "));
+}
+
+namespace {
+
+std::atomic<int> g_user_sigbus{0};
+void user_sigbus(int) { ++g_user_sigbus; }
+
+}  // namespace
+
+TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed before, or since, sa's") {
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 2}};
+        rt.run([] {
+          auto install_user_handler = [] {
+            struct sigaction sa = {};
+            sa.sa_handler = user_sigbus;
+            sigemptyset(&sa.sa_mask);
+            ::sigaction(SIGBUS, &sa, nullptr);
+          };
+          auto touch_all = [](const sa::PagedRegion& region) {
+            for (std::size_t p = 0; p < region.pages(); ++p) SA_FIBER_CHECK(page_ok(region, p));
+          };
+          install_user_handler();  // before sa's
+          {
+            sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+            touch_all(region);
+            ::raise(SIGBUS);  // not a fault: passed on
+            std::fprintf(stderr, "before: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
+                         static_cast<unsigned long long>(region.stats().parked));
+            install_user_handler();  // since sa's: it replaced sa's
+          }
+          sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+          touch_all(region);  // served: the new region put sa's handler back in front
+          ::raise(SIGBUS);
+          std::fprintf(stderr, "since: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
+                       static_cast<unsigned long long>(region.stats().parked));
+        });
+        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exited);
+  CHECK(r.status == 0);
+  CHECK(contains(r.err, "before: user handler ran 1 times, parked 4"));
+  CHECK(contains(r.err, "since: user handler ran 2 times, parked 4"));
 }
 
 TEST_CASE("PagedRegion park_fiber: a SIGBUS of another kind still kills the process (a pager that threw)") {

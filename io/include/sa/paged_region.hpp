@@ -96,15 +96,25 @@
 //       launched; Filling or Evicting: F joins the waiters; Resident (filled
 //       since), the handler returns and the access is retried.
 //   P3. F parks on a Waiter in p's list; the lock is released on the far
-//       side of the switch (park()). A fault that cannot park (a thread
-//       outside the runtime, a fiber holding an sa::Spinlock, runtime code)
-//       waits on its thread (a futex on the Waiter) instead, as a blocking
-//       fault would (thread_waits).
+//       side of the switch (park()). A fault that cannot park waits on its
+//       thread (a futex on the Waiter) instead, as a blocking fault would
+//       (thread_waits): a thread outside the runtime, a fiber holding an
+//       sa::Spinlock (it stays on its activation) or a runtime SpinLock (a
+//       Channel copying a value out of the region: a fiber of the same
+//       thread could spin on it for ever; detail::tl_spin_locks), and,
+//       with the shim on, runtime code (an activation already Running).
+//       Such a wait holds the VProc: with one VProc nothing runs the pager
+//       then (as for a blocking fault in upcall mode, where such code is
+//       not handed off either).
 //   P4. Step 4 wakes the Waiter (try_wake): F is ready on any VProc. When
 //       it runs again the handler stores the signal mask and the alternate
 //       stack of the thread it now runs on into the signal frame (sigreturn
-//       would otherwise install the faulting thread's ones here) and
-//       returns: the access is retried, normally on a mapped page.
+//       would otherwise install those of the fault's time: another
+//       thread's, or undo a change other fibers made here), restores F's
+//       errno through a fresh __errno_location() (glibc's is const: the old
+//       thread's address could be reused) and returns: the access is
+//       retried, normally on a mapped page. (A fault that did not park
+//       keeps the frame as it is: nothing else ran on its thread.)
 // What park_fiber asks of the code that touches the region: F may resume on
 // another kernel thread, and other fibers run on its thread meanwhile,
 // exactly as at any sa:: call. So do not touch the region while holding
@@ -113,13 +123,28 @@
 // thread_local whose address the compiler may have kept. Touching it in
 // plain loads, stores, memcpy or a std:: algorithm is the intended use.
 // Page contents, coalescing, budget and eviction are those of upcall mode;
-// only the wait differs. A fault on a poisoned page (BUS_MCEERR_AR) and a
-// SIGBUS on any other address go to the handler that was installed before
-// (the default one kills the process). The handler allocates (the page's
-// waiter list, the pager fiber): safe, as the faulting instruction touches
-// the region and so is never inside malloc. Under TSan the mode is refused
-// (std::invalid_argument): tried, the process died of SIGBUS in TSan's
-// signal wrapper, which also reports those allocations as signal-unsafe.
+// only the wait differs. A fault on a poisoned page (BUS_MCEERR_AR) and
+// every other SIGBUS go to the action installed before sa's, as it would
+// have run: a handler (with its sa_mask, on the faulting stack), the
+// default action (the process dies), or ignored if it was and the signal is
+// not a fault. A handler installed after sa's that does not pass our
+// faults on replaces the mode until the next park_fiber region is made
+// (which installs sa's again, in front of it). The handler allocates (the
+// page's waiter list, the pager fiber): safe, as the faulting instruction
+// touches the region and so is never inside malloc. Also asked:
+//   - SIGBUS must not be blocked in a thread that touches the region: the
+//     kernel kills the process for a fault on a blocked SIGBUS. sa's
+//     activations unblock SIGBUS and SIGSEGV when they start; threads
+//     outside the runtime are the user's.
+//   - Stack for the signal frame: about 3.6 KiB on this CPU (AT_MINSIGSTKSZ)
+//     plus the handler's own, on the faulting fiber's stack.
+//   - Not supported: CET shadow stacks (sigreturn on another thread checks
+//     the frame against that thread's shadow stack), per-thread protection
+//     keys (PKRU), and a fault taken while on the thread's alternate signal
+//     stack (a handler of the user's touching the region).
+// Under TSan the mode is refused (std::invalid_argument): tried, the
+// process died of SIGBUS in TSan's signal wrapper, which also reports those
+// allocations as signal-unsafe.
 //
 // Errors.
 //   - Bad options (size 0, a size or page size that is not a multiple of
@@ -133,6 +158,7 @@
 //     Without UFFD_FEATURE_POISON (Linux < 6.6) the process aborts instead.
 //   - A writeback that throws: the message, then abort (the page's data
 //     would be lost).
+//   - More than 64 park_fiber regions at once: std::length_error.
 //   - Destroying a region while faults on it are pending (waiters, or
 //     messages not yet read): "sa: region R destroyed while N faults are
 //     pending (pages ...)" and abort: the sleepers would otherwise wake on

@@ -18,6 +18,13 @@
 
 namespace sa::detail {
 
+// How many SpinLocks the calling kernel thread holds (a lock is released on
+// the thread that took it, park()'s too: on the far side of its switch, on
+// the same thread). A page fault taken with one held must not park its
+// fiber (PagedFaultMode::park_fiber): another fiber of this thread could
+// spin on it for ever.
+inline constinit thread_local int tl_spin_locks = 0;
+
 class SpinLock {
  public:
   // lock() spins until the lock is free; never blocks the fiber or the
@@ -25,16 +32,24 @@ class SpinLock {
   void lock() noexcept {
     for (;;) {
       // acquire: the critical section sees what the previous holder wrote.
-      if (!locked_.exchange(true, std::memory_order_acquire)) return;
+      if (!locked_.exchange(true, std::memory_order_acquire)) {
+        ++tl_spin_locks;
+        return;
+      }
       // Spin on a plain load so waiters share the cache line read-only.
       while (locked_.load(std::memory_order_relaxed)) SA_CPU_RELAX();
     }
   }
   bool try_lock() noexcept {
-    return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
+    const bool got = !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
+    if (got) ++tl_spin_locks;
+    return got;
   }
   // release: publishes the critical section to the next holder.
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+  void unlock() noexcept {
+    --tl_spin_locks;
+    locked_.store(false, std::memory_order_release);
+  }
 
  private:
   std::atomic<bool> locked_{false};
