@@ -382,35 +382,6 @@ TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed be
   CHECK(contains(r.err, "since: user handler ran 2 times, parked 4"));
 }
 
-TEST_CASE("PagedRegion park_fiber: a SIGBUS of another kind still kills the process (a pager that threw)") {
-  auto r = sa_test::run_in_child(
-      [] {
-        sa::Runtime rt{{.vprocs = 2}};
-        rt.run([] {
-          sa::PagedRegion region({.size = 8 * sys_page(),
-                                  .pager =
-                                      [](std::size_t page, std::span<std::byte> out) {
-                                        if (page == 3) throw std::runtime_error("disk on fire");
-                                        fill_page(page, out);
-                                      },
-                                  .fault_mode = kPark,
-                                  .name = "flaky"});
-          SA_FIBER_CHECK(page_ok(region, 2));
-          std::fprintf(stderr, "page 2 ok\n");
-          const volatile std::byte b = region.page(3)[0];  // parks, then the retry hits the poison
-          (void)b;
-          std::fprintf(stderr, "read a value from a page whose pager threw\n");
-        });
-      },
-      20s);
-  INFO(r.err);
-  CHECK_FALSE(r.timed_out);
-  CHECK(contains(r.err, "page 2 ok"));
-  CHECK(contains(r.err, "sa: pager for page 3 of region flaky threw: disk on fire (fiber "));
-  CHECK_FALSE(contains(r.err, "read a value"));
-  CHECK(((!r.exited && r.status == SIGBUS) || (r.exited && r.status != 0)));
-}
-
 TEST_CASE("PagedRegion park_fiber: destroying a region while a fiber is parked in a fault aborts with the page") {
   auto r = sa_test::run_in_child(
       [] {
