@@ -290,8 +290,9 @@ class PagedRegion {
   // thread) until the server has stopped.
   ~PagedRegion();
 
-  // data() is the region's first byte; touching a page may fault (and park
-  // the fiber's activation until the pager filled it). Never blocks.
+  // data() is the region's first byte; touching a page may fault: its
+  // activation sleeps until the pager filled it (upcall mode), or only its
+  // fiber parks (park_fiber). Never blocks.
   std::byte* data() const noexcept;
   // size() is the region's size in bytes, page_size() the page size,
   // pages() the number of pages. Never block.
