@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
