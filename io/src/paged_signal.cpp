@@ -43,7 +43,11 @@ struct Slot {
 
 Slot g_slots[kSlots];
 SpinLock g_table_lock;             // add / remove; never taken by the handler
-struct sigaction g_previous = {};  // the SIGBUS action before ours (written under g_table_lock)
+// The SIGBUS action before ours. Replaced (under g_table_lock) when sa's
+// handler is installed again; read by the handler at any time, so each
+// value is a copy of its own that is never freed (a few bytes per
+// reinstallation, which is rare).
+std::atomic<const struct sigaction*> g_previous{nullptr};
 
 // synchronous() is true for a SIGBUS raised by an access (it recurs if the
 // access is retried), false for one sent (kill) or reported (BUS_MCEERR_AO).
@@ -59,9 +63,11 @@ bool synchronous(const siginfo_t* si) noexcept {
 // raised again: the process dies as it would have (a fault cannot be
 // ignored, so an ignored SIGBUS that is a fault dies too).
 void pass_on(int sig, siginfo_t* si, void* uc) {
+  const struct sigaction* prev = g_previous.load(std::memory_order_acquire);
+  if (!prev) return;  // (never: the handler is installed after it is set)
   const bool sync = synchronous(si);
-  if (g_previous.sa_handler == SIG_IGN && !sync) return;
-  if (g_previous.sa_handler == SIG_DFL || g_previous.sa_handler == SIG_IGN) {
+  if (prev->sa_handler == SIG_IGN && !sync) return;
+  if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN) {
     struct sigaction dfl = {};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
@@ -70,9 +76,9 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
     return;
   }
   sigset_t old;
-  ::pthread_sigmask(SIG_BLOCK, &g_previous.sa_mask, &old);
-  if (g_previous.sa_flags & SA_SIGINFO) g_previous.sa_sigaction(sig, si, uc);
-  else g_previous.sa_handler(sig);
+  ::pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+  if (prev->sa_flags & SA_SIGINFO) prev->sa_sigaction(sig, si, uc);
+  else prev->sa_handler(sig);
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
@@ -130,7 +136,7 @@ int signal_table_add(PagedCore* core, std::byte* base, std::size_t len) {
     // other fibers, which may fault too; nothing may block SIGBUS then.
     sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    g_previous = now;
+    g_previous.store(new struct sigaction(now), std::memory_order_release);
     if (::sigaction(SIGBUS, &sa, nullptr) != 0)
       throw std::system_error(errno, std::generic_category(), "sa::PagedRegion: sigaction(SIGBUS)");
   }
