@@ -14,10 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <sa/detail/spin_lock.hpp>
@@ -55,6 +54,22 @@ namespace {
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
 const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
+
+// run_to_end() runs `body` in a child process that exits 0 if no fiber
+// check failed, and checks that it got there within 20 s.
+sa_test::ChildResult run_to_end(const std::function<void()>& body) {
+  auto r = sa_test::run_in_child(
+      [&] {
+        body();
+        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exited);
+  CHECK(r.status == 0);
+  return r;
+}
 
 // errno of the thread the fiber runs on now: out of line, as glibc's
 // __errno_location() is const and a caller may keep the old thread's
@@ -113,68 +128,6 @@ TEST_CASE("PagedRegion park_fiber: every VProc faults and the pagers need a fibe
   sa::Runtime rt{{.vprocs = vprocs, .shim = sa::ShimMode::off}};
   rt.run([&] { sa_test::pager_needs_a_fiber(vprocs, kPark); });
   CHECK(sa_test::fiber_failures() == 0);
-}
-
-TEST_CASE("PagedRegion park_fiber: writeback under eviction loses no write of fibers or of a thread outside") {
-  const sa::ShimMode shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
-  INFO(shim_name(shim));
-  sa_test::Watchdog wd{30s, "park_fiber eviction with writeback"};
-  constexpr std::size_t kPages = 16, kBudget = 8;
-  constexpr int kFibers = 4, kRounds = 12;
-  const std::size_t ps = sys_page();
-  std::vector<std::vector<uint64_t>> store(kPages, std::vector<uint64_t>(ps / sizeof(uint64_t), 0));
-  auto backed_pager = [&](std::size_t page, std::span<std::byte> out) {
-    sa::this_fiber::sleep_for(30us);
-    std::memcpy(out.data(), store[page].data(), ps);
-  };
-  auto writeback = [&](std::size_t page, std::span<const std::byte> data) {
-    sa::this_fiber::sleep_for(30us);
-    std::memcpy(store[page].data(), data.data(), ps);
-  };
-  sa::Runtime rt{{.vprocs = 2, .shim = shim}};
-  sa::PagedRegionStats s;
-  rt.run([&] {
-    sa::PagedRegion region({.size = kPages * ps,
-                            .resident_pages = kBudget,
-                            .pager = backed_pager,
-                            .writeback = writeback,
-                            .fault_mode = kPark});
-    // Fiber f increments word f of every page kRounds times, racing the
-    // evictions (a write to a page being written back faults too); a plain
-    // thread does the same with word kFibers and waits on its own futex.
-    auto writer = [&](int f) {
-      for (int k = 0; k < kRounds; ++k)
-        for (std::size_t p = 0; p < kPages; ++p) {
-          auto* w = reinterpret_cast<volatile uint64_t*>(region.page(p).data()) + f;
-          *w = *w + 1;
-        }
-    };
-    std::vector<sa::Fiber> fibers;
-    for (int f = 0; f < kFibers; ++f) fibers.push_back(sa::spawn(writer, f));
-    sa::Event outside_done;
-    std::thread outside([&] {
-      writer(kFibers);
-      outside_done.set();
-    });
-    for (auto& f : fibers) f.join();
-    // Parked, not blocked in join(): with the shim off a blocked VProc
-    // would also hold the timers of the pagers the thread may wait for.
-    outside_done.wait();
-    outside.join();
-    for (std::size_t p = 0; p < kPages; ++p) {
-      const auto* w = reinterpret_cast<const volatile uint64_t*>(region.page(p).data());
-      for (int f = 0; f <= kFibers; ++f) SA_FIBER_CHECK(w[f] == static_cast<uint64_t>(kRounds));
-    }
-    s = region.stats();
-  });
-  CHECK(sa_test::fiber_failures() == 0);
-  INFO("filled " << s.pages_filled << " evictions " << s.evictions << " parked " << s.parked << " thread waits "
-                 << s.thread_waits);
-  CHECK(s.evictions > 0);
-  CHECK(s.writebacks == s.evictions);
-  CHECK(s.resident_high_water <= kBudget);
-  CHECK(s.parked >= 1);
-  CHECK(s.thread_waits >= 1);  // the outside thread
 }
 
 TEST_CASE("PagedRegion park_fiber: a fiber holding an sa::Spinlock or a runtime lock waits for its page on its thread") {
@@ -308,29 +261,23 @@ TEST_CASE("PagedRegion park_fiber: a mask change made on the thread while a fibe
 TEST_CASE("PagedRegion park_fiber: a runtime made by a thread that blocks every signal still parks faults") {
   // The activations inherit the mask, and a fault on a blocked SIGBUS
   // kills the process: they unblock SIGBUS (and SIGSEGV) when they start.
-  auto r = sa_test::run_in_child(
-      [] {
-        sigset_t all;
-        sigfillset(&all);
-        ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
-        sa::Runtime rt{{.vprocs = 2}};
-        rt.run([] {
-          sa::PagedRegion region({.size = 16 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
-          std::vector<sa::Fiber> fibers;
-          for (int f = 0; f < 4; ++f)
-            fibers.push_back(sa::spawn([&] {
-              for (std::size_t p = 0; p < 16; ++p) SA_FIBER_CHECK(page_ok(region, p));
-            }));
-          for (auto& f : fibers) f.join();
-          std::fprintf(stderr, "parked %llu\n", static_cast<unsigned long long>(region.stats().parked));
-        });
-        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
-      },
-      20s);
+  auto r = run_to_end([] {
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    sa::Runtime rt{{.vprocs = 2}};
+    rt.run([] {
+      sa::PagedRegion region({.size = 16 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+      std::vector<sa::Fiber> fibers;
+      for (int f = 0; f < 4; ++f)
+        fibers.push_back(sa::spawn([&] {
+          for (std::size_t p = 0; p < 16; ++p) SA_FIBER_CHECK(page_ok(region, p));
+        }));
+      for (auto& f : fibers) f.join();
+      std::fprintf(stderr, "parked %llu\n", static_cast<unsigned long long>(region.stats().parked));
+    });
+  });
   INFO(r.err);
-  CHECK_FALSE(r.timed_out);
-  CHECK(r.exited);
-  CHECK(r.status == 0);
   CHECK(contains(r.err, "parked "));
 }
 
@@ -342,41 +289,35 @@ void user_sigbus(int) { ++g_user_sigbus; }
 }  // namespace
 
 TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed before, or since, sa's") {
-  auto r = sa_test::run_in_child(
-      [] {
-        sa::Runtime rt{{.vprocs = 2}};
-        rt.run([] {
-          auto install_user_handler = [] {
-            struct sigaction sa = {};
-            sa.sa_handler = user_sigbus;
-            sigemptyset(&sa.sa_mask);
-            ::sigaction(SIGBUS, &sa, nullptr);
-          };
-          auto touch_all = [](const sa::PagedRegion& region) {
-            for (std::size_t p = 0; p < region.pages(); ++p) SA_FIBER_CHECK(page_ok(region, p));
-          };
-          install_user_handler();  // before sa's
-          {
-            sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
-            touch_all(region);
-            ::raise(SIGBUS);  // not a fault: passed on
-            std::fprintf(stderr, "before: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
-                         static_cast<unsigned long long>(region.stats().parked));
-            install_user_handler();  // since sa's: it replaced sa's
-          }
-          sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
-          touch_all(region);  // served: the new region put sa's handler back in front
-          ::raise(SIGBUS);
-          std::fprintf(stderr, "since: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
-                       static_cast<unsigned long long>(region.stats().parked));
-        });
-        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
-      },
-      20s);
+  auto r = run_to_end([] {
+    sa::Runtime rt{{.vprocs = 2}};
+    rt.run([] {
+      auto install_user_handler = [] {
+        struct sigaction sa = {};
+        sa.sa_handler = user_sigbus;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGBUS, &sa, nullptr);
+      };
+      auto touch_all = [](const sa::PagedRegion& region) {
+        for (std::size_t p = 0; p < region.pages(); ++p) SA_FIBER_CHECK(page_ok(region, p));
+      };
+      install_user_handler();  // before sa's
+      {
+        sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+        touch_all(region);
+        ::raise(SIGBUS);  // not a fault: passed on
+        std::fprintf(stderr, "before: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
+                     static_cast<unsigned long long>(region.stats().parked));
+        install_user_handler();  // since sa's: it replaced sa's
+      }
+      sa::PagedRegion region({.size = 4 * sys_page(), .pager = SleepyPager{100us}, .fault_mode = kPark});
+      touch_all(region);  // served: the new region put sa's handler back in front
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "since: user handler ran %d times, parked %llu\n", g_user_sigbus.load(),
+                   static_cast<unsigned long long>(region.stats().parked));
+    });
+  });
   INFO(r.err);
-  CHECK_FALSE(r.timed_out);
-  CHECK(r.exited);
-  CHECK(r.status == 0);
   CHECK(contains(r.err, "before: user handler ran 1 times, parked 4"));
   CHECK(contains(r.err, "since: user handler ran 2 times, parked 4"));
 }

@@ -476,8 +476,23 @@ TEST_CASE("PagedRegion: with a budget smaller than the working set, eviction and
 }
 
 TEST_CASE("PagedRegion: writeback under eviction loses no concurrent write (pages are write-protected first)") {
-  const sa::ShimMode shim = GENERATE(sa::ShimMode::on, sa::ShimMode::off);
-  INFO((shim == sa::ShimMode::on ? "shim on" : "shim off, pager threads"));
+  struct Mode {
+    sa::ShimMode shim;
+    sa::PagedFaultMode faults;
+    int pager_threads;
+    const char* what;
+  };
+#if defined(SA_TSAN)
+  const Mode mode = GENERATE(Mode{sa::ShimMode::on, sa::PagedFaultMode::upcall, 0, "shim on, upcall"},
+                             Mode{sa::ShimMode::off, sa::PagedFaultMode::upcall, 2, "shim off, upcall, pager threads"});
+#else
+  const Mode mode = GENERATE(Mode{sa::ShimMode::on, sa::PagedFaultMode::upcall, 0, "shim on, upcall"},
+                             Mode{sa::ShimMode::off, sa::PagedFaultMode::upcall, 2, "shim off, upcall, pager threads"},
+                             Mode{sa::ShimMode::on, sa::PagedFaultMode::park_fiber, 0, "shim on, park_fiber"},
+                             Mode{sa::ShimMode::off, sa::PagedFaultMode::park_fiber, 0, "shim off, park_fiber"});
+#endif
+  INFO(mode.what);
+  const bool park = mode.faults == sa::PagedFaultMode::park_fiber;
   sa_test::Watchdog wd{30s, "eviction with writeback"};
   constexpr std::size_t kPages = 16, kBudget = 8;
   constexpr int kFibers = 4, kRounds = 12;
@@ -493,18 +508,20 @@ TEST_CASE("PagedRegion: writeback under eviction loses no concurrent write (page
     sa::this_fiber::sleep_for(30us);  // a slow store: writers keep trying meanwhile
     std::memcpy(store[page].data(), data.data(), ps);
   };
-  sa::Runtime rt{{.vprocs = 2, .shim = shim, .max_activations = 64}};
+  sa::Runtime rt{{.vprocs = 2, .shim = mode.shim, .max_activations = 64}};
   sa::PagedRegionStats s;
   rt.run([&] {
     sa::PagedRegion region({.size = kPages * ps,
                             .resident_pages = kBudget,
                             .pager = backed_pager,
                             .writeback = writeback,
-                            .pager_threads = shim == sa::ShimMode::on ? 0 : 2});
+                            .pager_threads = mode.pager_threads,
+                            .fault_mode = mode.faults});
     CHECK(region.write_protected_eviction());
     std::vector<sa::Fiber> fibers;
     // Fiber f increments word f of every page, kRounds times, racing the
-    // evictions; a plain thread does the same with word kFibers.
+    // evictions (a write to a page being written back faults too); a plain
+    // thread does the same with word kFibers.
     auto writer = [&](int f) {
       for (int k = 0; k < kRounds; ++k)
         for (std::size_t p = 0; p < kPages; ++p) {
@@ -513,8 +530,15 @@ TEST_CASE("PagedRegion: writeback under eviction loses no concurrent write (page
         }
     };
     for (int f = 0; f < kFibers; ++f) fibers.push_back(sa::spawn(writer, f));
-    std::thread outside(writer, kFibers);
+    sa::Event outside_done;
+    std::thread outside([&] {
+      writer(kFibers);
+      outside_done.set();
+    });
     for (auto& f : fibers) f.join();
+    // Parked, not blocked in join(): with the shim off a blocked VProc
+    // would also hold the timers of pager fibers the thread may wait for.
+    outside_done.wait();
     outside.join();
     for (std::size_t p = 0; p < kPages; ++p) {
       const auto* w = reinterpret_cast<const volatile uint64_t*>(region.page(p).data());
@@ -524,10 +548,16 @@ TEST_CASE("PagedRegion: writeback under eviction loses no concurrent write (page
   });
   CHECK(sa_test::fiber_failures() == 0);
   INFO("filled " << s.pages_filled << " evictions " << s.evictions << " writebacks " << s.writebacks << " faults "
-                 << s.faults);
+                 << s.faults << " parked " << s.parked << " thread waits " << s.thread_waits);
   CHECK(s.evictions > 0);
   CHECK(s.writebacks == s.evictions);
   CHECK(s.resident_high_water <= kBudget);
+  if (park) {
+    CHECK(s.parked >= 1);
+    CHECK(s.thread_waits >= 1);  // the outside thread, on its own futex
+  } else {
+    CHECK(s.parked == 0);
+  }
 }
 
 // --- errors --------------------------------------------------------------------------------
