@@ -232,10 +232,6 @@ FiberCtl* VProc::search(Poller* p) noexcept {
     // every kClockEvery-th turn only.
     if (turn % kClockEvery != 0) continue;
     const int64_t now = now_ns();
-    // A fiber in another VProc's `next` slot was usually just woken by
-    // the fiber running there, which is about to park: give that VProc
-    // a moment to run it itself before taking it (Go's runqsteal waits
-    // 3 µs too), or two fibers talking would bounce between CPUs.
     if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
         revoked.load(std::memory_order_relaxed))
       return nullptr;
@@ -249,6 +245,10 @@ FiberCtl* VProc::search(Poller* p) noexcept {
         core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
             core.size())
       return nullptr;
+    // A fiber in another VProc's `next` slot was usually just woken by
+    // the fiber running there, which is about to park: give that VProc
+    // a moment to run it itself before taking it (Go's runqsteal waits
+    // 3 µs too), or two fibers talking would bounce between CPUs.
     take_next = now - started >= kStealNextAfterNs;
   }
 }
