@@ -135,6 +135,12 @@ class PagedCore {
   void route(const uffd_msg& m, int64_t now, std::vector<uint32_t>& fills,
              std::vector<std::pair<uint32_t, FaultWaiter>>& resume_now) noexcept;
   void dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills) noexcept;
+  // admit() takes fault `w` on page p by the page's state, under lock_
+  // (step 2 / P2): Missing -> Filling with `w` its first waiter (fill: the
+  // caller starts the pager); Filling or Evicting: `w` joins the waiters
+  // (wait); Resident or Failed: nothing to wait for (now).
+  enum class Admission { fill, wait, now };
+  Admission admit(uint32_t p, const FaultWaiter& w) noexcept;
 
   // Pager (steps 3-4) and eviction (E1-E3).
   void fill(uint32_t p) noexcept;

@@ -290,29 +290,35 @@ void PagedCore::route(const uffd_msg& m, int64_t now, std::vector<uint32_t>& fil
   const FaultWaiter w{static_cast<int>(m.arg.pagefault.feat.ptid), now};
   const bool wp_fault = m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP;
   n_faults_.fetch_add(1, std::memory_order_relaxed);
-  PageMeta& meta = meta_[p];
-  switch (meta.state) {
+  if (wp_fault && meta_[p].state == PageState::Missing) {
+    resume_now.emplace_back(p, w);  // a write fault from before an eviction ended: it faults again, as missing
+    return;
+  }
+  switch (admit(p, w)) {
+    case Admission::fill: fills.push_back(p); break;
+    case Admission::wait: break;
+    case Admission::now: resume_now.emplace_back(p, w); break;
+  }
+}
+
+PagedCore::Admission PagedCore::admit(uint32_t p, const FaultWaiter& w) noexcept {
+  switch (meta_[p].state) {
     case PageState::Missing:
-      if (wp_fault) {  // a write fault from before an eviction ended: it faults again, as missing
-        resume_now.emplace_back(p, w);
-        break;
-      }
       set_state(p, PageState::Missing, PageState::Filling);
       waiters_[p].push_back(w);
-      fills.push_back(p);
-      break;
+      return Admission::fill;
     case PageState::Filling:
       waiters_[p].push_back(w);
       n_coalesced_.fetch_add(1, std::memory_order_relaxed);
-      break;
+      return Admission::wait;
     case PageState::Evicting:
       waiters_[p].push_back(w);
-      break;
+      return Admission::wait;
     case PageState::Resident:  // filled after this fault was raised (or a stale write fault)
     case PageState::Failed:    // poisoned: its access raises SIGBUS
-      resume_now.emplace_back(p, w);
       break;
   }
+  return Admission::now;
 }
 
 void PagedCore::dispatch(const uffd_msg* msgs, std::size_t n, bool inline_fills) noexcept {
@@ -371,31 +377,18 @@ SignalFault PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noe
   const FaultWaiter fw{0, now_ns(), &w};  // (no tid: the Waiter says who waits)
   lock_.lock();
   n_faults_.fetch_add(1, std::memory_order_relaxed);
-  bool wait = true;
-  switch (meta_[p].state) {  // P2
-    case PageState::Missing:
-      set_state(p, PageState::Missing, PageState::Filling);
-      waiters_[p].push_back(fw);
-      in_flight_.fetch_add(1, std::memory_order_relaxed);
-      launch_fill(p);  // it cannot finish before we park: finish() takes the lock
-      break;
-    case PageState::Filling:
-      waiters_[p].push_back(fw);
-      n_coalesced_.fetch_add(1, std::memory_order_relaxed);
-      break;
-    case PageState::Evicting:
-      waiters_[p].push_back(fw);
-      break;
-    case PageState::Resident:  // filled since the fault: retry
-      wait = false;
-      break;
-    case PageState::Failed:  // poisoned: not ours to serve (its SIGBUS is BUS_MCEERR_AR)
-      lock_.unlock();
-      slot_users.fetch_sub(1, std::memory_order_release);
-      return SignalFault::not_ours;
+  if (meta_[p].state == PageState::Failed) {  // poisoned: not ours to serve (its SIGBUS is BUS_MCEERR_AR)
+    lock_.unlock();
+    slot_users.fetch_sub(1, std::memory_order_release);
+    return SignalFault::not_ours;
+  }
+  const Admission admission = admit(p, fw);  // P2
+  if (admission == Admission::fill) {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    launch_fill(p);  // it cannot finish before we park: finish() takes the lock
   }
   slot_users.fetch_sub(1, std::memory_order_release);  // queued (or done): the destructor sees it
-  if (!wait) {
+  if (admission == Admission::now) {  // Resident: filled since the fault, retry
     lock_.unlock();
     return SignalFault::retry;
   }
