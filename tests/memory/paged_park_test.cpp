@@ -322,6 +322,42 @@ TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed be
   CHECK(contains(r.err, "since: user handler ran 2 times, parked 4"));
 }
 
+namespace {
+
+std::atomic<int> g_usr2_blocked_inside{-1};
+void sigbus_checking_mask(int) {
+  sigset_t m;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &m);
+  g_usr2_blocked_inside = sigismember(&m, SIGUSR2);
+}
+
+}  // namespace
+
+TEST_CASE("PagedRegion park_fiber: a SIGBUS that was ignored stays ignored; a handler runs with its sa_mask") {
+  auto r = run_to_end([] {
+    sa::Runtime rt{{.vprocs = 1}};
+    rt.run([] {
+      ::signal(SIGBUS, SIG_IGN);
+      {
+        sa::PagedRegion region({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+        ::raise(SIGBUS);  // sent, not a fault: ignored, as before sa's handler
+        std::fprintf(stderr, "survived an ignored SIGBUS\n");
+      }
+      struct sigaction sa = {};
+      sa.sa_handler = sigbus_checking_mask;
+      sigemptyset(&sa.sa_mask);
+      sigaddset(&sa.sa_mask, SIGUSR2);
+      ::sigaction(SIGBUS, &sa, nullptr);
+      sa::PagedRegion region({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});  // sa's in front again
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "SIGUSR2 blocked in the handler: %d\n", g_usr2_blocked_inside.load());
+    });
+  });
+  INFO(r.err);
+  CHECK(contains(r.err, "survived an ignored SIGBUS"));
+  CHECK(contains(r.err, "SIGUSR2 blocked in the handler: 1"));
+}
+
 TEST_CASE("PagedRegion park_fiber: destroying a region while a fiber is parked in a fault aborts with the page") {
   auto r = sa_test::run_in_child(
       [] {
