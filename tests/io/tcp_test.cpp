@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -88,16 +89,20 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
   // in CI under ASan: 60 s, no hint where). The runtime's stats too, while
   // it exists (a hang in its shutdown leaves no runtime to ask).
   std::atomic<int> accepted{0}, servers_done{0}, clients_done{0};
-  std::atomic<sa::Runtime*> live{nullptr};
+  // Held by the report while it reads the runtime, and by the test while it
+  // clears `live`: the report never reads a runtime being destroyed.
+  std::mutex live_mutex;
+  sa::Runtime* live = nullptr;
   sa_test::Watchdog wd{60s,
                        "1000 connections, " + std::to_string(vprocs) + " VProc(s), shim " +
                            (shim == sa::ShimMode::on ? "on" : "off"),
                        [&] {
                          std::fprintf(stderr, "accepted %d, servers done %d, clients done %d\n", accepted.load(),
                                       servers_done.load(), clients_done.load());
-                         sa::Runtime* r = live.load();
-                         if (!r) return;
-                         const sa::Stats st = r->stats();
+                         std::unique_lock lock(live_mutex);
+                         if (!live) return;
+                         const sa::Stats st = live->stats();
+                         lock.unlock();
                          for (std::size_t v = 0; v < st.vprocs.size(); ++v) {
                            const sa::VProcStats& p = st.vprocs[v];
                            std::fprintf(stderr,
@@ -124,7 +129,10 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
                                       (sa_test::process_cpu_seconds() - cpu0) * 1000);
                        }};
   sa::Runtime rt{{.vprocs = vprocs, .shim = shim}};
-  live = &rt;
+  {
+    std::lock_guard lock(live_mutex);
+    live = &rt;
+  }
   rt.run([&] {
     constexpr int kConns = 1000;
     auto listener = sa::net::TcpListener::bind("127.0.0.1:0", 4096);
@@ -172,6 +180,7 @@ TEST_CASE("tcp: 1000 concurrent connections move exact byte counts") {
     CHECK(echoed == expected);
     CHECK(served == expected);
   });
+  std::lock_guard lock(live_mutex);
   live = nullptr;
 }
 
