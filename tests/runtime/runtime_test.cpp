@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -43,6 +44,35 @@ TEST_CASE("vprocs = 0 means one VProc per CPU in the affinity mask") {
   auto s = rt.stats();
   REQUIRE(static_cast<int>(s.vprocs.size()) == rt.vprocs());
   for (const auto& v : s.vprocs) CHECK(CPU_ISSET(v.cpu, &set));
+}
+
+TEST_CASE("pin = true pins each VProc's thread to its CPU; pin = false leaves it the process's mask") {
+  cpu_set_t process;
+  CPU_ZERO(&process);
+  REQUIRE(sched_getaffinity(0, sizeof process, &process) == 0);
+  const bool pin = GENERATE(true, false);
+  INFO("pin " << pin);
+  sa::Runtime rt{{.vprocs = 0, .pin = pin}};
+  std::vector<cpu_set_t> masks(static_cast<std::size_t>(rt.vprocs()));
+  rt.run([&] {
+    for (int v = 0; v < rt.vprocs(); ++v)
+      sa::spawn(sa::SpawnOptions{.vproc = v}, [&masks, v] {
+        CPU_ZERO(&masks[static_cast<std::size_t>(v)]);
+        sched_getaffinity(0, sizeof(cpu_set_t), &masks[static_cast<std::size_t>(v)]);
+      }).join();
+  });
+  const auto s = rt.stats();
+  for (std::size_t v = 0; v < masks.size(); ++v) {
+    INFO("VProc " << v << " on CPU " << s.vprocs[v].cpu);
+    if (pin) {
+      REQUIRE(s.vprocs[v].cpu >= 0);
+      CHECK(CPU_COUNT(&masks[v]) == 1);
+      CHECK(CPU_ISSET(s.vprocs[v].cpu, &masks[v]));
+    } else {
+      CHECK(s.vprocs[v].cpu == -1);
+      CHECK(CPU_EQUAL(&masks[v], &process));
+    }
+  }
 }
 
 TEST_CASE("bad options are rejected with a clear error") {

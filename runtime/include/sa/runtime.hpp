@@ -35,7 +35,10 @@ struct Options {
   // More than that is allowed (they share CPUs round-robin; useful in tests).
   int vprocs = 0;
   ShimMode shim = ShimMode::off;
-  // Pin each VProc's activation to one CPU.
+  // Pin each VProc's activation to one CPU. false lets the kernel place
+  // them: better when other busy processes share the CPUs, since a pinned
+  // VProc cannot leave a CPU that one of them holds (bench/run echo, whose
+  // client shares the server's CPUs: bench/README.md, "Echo: pinning").
   bool pin = true;
   // Usable bytes per fiber stack (a guard page is added below).
   std::size_t stack_size = 128 * 1024;
