@@ -305,7 +305,10 @@ int event_loops() {
 
 void serve_sa(int out_fd) {
   try {
-    sa::Runtime rt{{.vprocs = 0}};
+    // Unpinned, like the liburing and epoll loops: the client shares the
+    // CPUs, and a pinned VProc cannot leave the CPU the client runs on
+    // (bench/README.md, "Echo: pinning").
+    sa::Runtime rt{{.vprocs = 0, .pin = false}};
     rt.run([&] {
       auto listener = sa::net::TcpListener::bind("127.0.0.1:0", kBacklog);
       tell_port(out_fd, listener.local_addr().port());

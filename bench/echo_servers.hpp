@@ -5,7 +5,8 @@
 // connection:
 //
 //   serve_sa        sa::Runtime on all allowed CPUs (ShimMode::off, the
-//                   default), a main fiber accepting on an sa::net
+//                   default; VProcs unpinned, as every server's threads
+//                   are), a main fiber accepting on an sa::net
 //                   TcpListener and one fiber per connection doing
 //                   TcpStream::read / write_all (the loop of
 //                   samples/echo_server.cpp).
