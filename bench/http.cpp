@@ -2,7 +2,8 @@
 // sa against Go's net/http, both under the same wrk load in the same run.
 //
 //   sa   samples/http_hello.cpp, built as bench_http_hello next to this
-//        binary (one fiber per connection, sa::Runtime on all CPUs)
+//        binary (one fiber per connection, sa::Runtime on all CPUs,
+//        --no-pin: its VProcs unpinned, as Go's threads are)
 //   go   bench/go/http: net/http, GOMAXPROCS = all CPUs (--go PATH;
 //        skipped without it)
 // Both run as child processes (server_process.hpp), started once, on
@@ -127,7 +128,9 @@ int main(int argc, char** argv) {
     fail(kBench, "RLIMIT_NOFILE hard limit is below the " + std::to_string(max_conns + 64) + " descriptors wrk needs");
 
   std::vector<Server> servers;
-  servers.push_back({exec_server(kBench, "sa", {self_dir() + "/bench_http_hello", "127.0.0.1:0"})});
+  // Unpinned (--no-pin), as Go's threads are: wrk shares the CPUs, and a
+  // pinned VProc cannot leave the CPU wrk runs on (bench/README.md).
+  servers.push_back({exec_server(kBench, "sa", {self_dir() + "/bench_http_hello", "127.0.0.1:0", "--no-pin"})});
   if (!args.go_peer.empty()) servers.push_back({exec_server(kBench, "go", {args.go_peer, "--port", "0"})});
   else note(kBench, "no Go peer given (--go); skipping system go");
 

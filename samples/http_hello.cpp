@@ -1,7 +1,10 @@
 // http_hello: a small HTTP/1.1 server that answers every request with
 // "Hello, World!", one fiber per connection, keep-alive and pipelining.
 //
-//   http_hello [ADDR] [--vprocs N]       ADDR defaults to 127.0.0.1:8080
+//   http_hello [ADDR] [--vprocs N] [--no-pin]   ADDR defaults to 127.0.0.1:8080
+//
+// --no-pin leaves the VProcs unpinned (Options::pin = false): better when a
+// load generator shares the CPUs, as in bench/run http.
 //
 // Bounded requests: the request line and headers must fit in 8 KiB (431
 // Request Header Fields Too Large otherwise), a body in 64 KiB (413); a
@@ -169,16 +172,18 @@ void serve(sa::net::TcpStream conn) {
 int main(int argc, char** argv) {
   std::string addr = "127.0.0.1:8080";
   int vprocs = 0;
+  bool pin = true;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--vprocs") && i + 1 < argc) vprocs = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--no-pin")) pin = false;
     else if (argv[i][0] != '-') addr = argv[i];
     else {
-      std::fprintf(stderr, "usage: http_hello [ADDR] [--vprocs N]\n");
+      std::fprintf(stderr, "usage: http_hello [ADDR] [--vprocs N] [--no-pin]\n");
       return 2;
     }
   }
   try {
-    sa::Runtime rt{{.vprocs = vprocs}};
+    sa::Runtime rt{{.vprocs = vprocs, .pin = pin}};
     rt.run([&] {
       auto listener = sa::net::TcpListener::bind(addr, 4096);
       std::printf("http_hello: listening on http://%s/ with %d VProcs\n", listener.local_addr().to_string().c_str(),
