@@ -1,7 +1,10 @@
 // echo_server: a TCP echo server, one fiber per connection, written in
 // blocking style (accept, read, write) on sa::net.
 //
-//   echo_server [ADDR] [--vprocs N]      ADDR defaults to 127.0.0.1:7000
+//   echo_server [ADDR] [--vprocs N] [--no-pin]   ADDR defaults to 127.0.0.1:7000
+//
+// --no-pin leaves the VProcs unpinned (Options::pin = false): better when a
+// load generator such as echo_client shares the CPUs.
 //
 // Runs until killed. Each connection echoes what it reads until EOF.
 
@@ -31,16 +34,18 @@ void serve(sa::net::TcpStream conn) {
 int main(int argc, char** argv) {
   std::string addr = "127.0.0.1:7000";
   int vprocs = 0;
+  bool pin = true;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--vprocs") && i + 1 < argc) vprocs = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--no-pin")) pin = false;
     else if (argv[i][0] != '-') addr = argv[i];
     else {
-      std::fprintf(stderr, "usage: echo_server [ADDR] [--vprocs N]\n");
+      std::fprintf(stderr, "usage: echo_server [ADDR] [--vprocs N] [--no-pin]\n");
       return 2;
     }
   }
   try {
-    sa::Runtime rt{{.vprocs = vprocs}};
+    sa::Runtime rt{{.vprocs = vprocs, .pin = pin}};
     rt.run([&] {
       auto listener = sa::net::TcpListener::bind(addr, 4096);
       std::printf("echo_server: listening on %s with %d VProcs\n", listener.local_addr().to_string().c_str(),
