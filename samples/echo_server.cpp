@@ -3,8 +3,9 @@
 //
 //   echo_server [ADDR] [--vprocs N] [--no-pin]   ADDR defaults to 127.0.0.1:7000
 //
-// --no-pin leaves the VProcs unpinned (Options::pin = false): better when a
-// load generator such as echo_client shares the CPUs.
+// --no-pin leaves the VProcs unpinned (Options::pin = false), which can pay
+// when another busy process shares the CPUs (bench/README.md, "Echo:
+// pinning"; against echo_client on the same 2 CPUs it made no difference).
 //
 // Runs until killed. Each connection echoes what it reads until EOF.
 
