@@ -46,9 +46,11 @@ class SpinLock {
     return got;
   }
   // release: publishes the critical section to the next holder.
+  // The count drops after the store: were the store to fault (a lock in a
+  // PagedRegion page), the fault must still see the lock held.
   void unlock() noexcept {
-    --tl_spin_locks;
     locked_.store(false, std::memory_order_release);
+    --tl_spin_locks;
   }
 
  private:
