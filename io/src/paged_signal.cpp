@@ -10,6 +10,7 @@
 // sanitizer reports it). It runs on the stack of whatever took the fault
 // (no SA_ONSTACK): a fiber's stack, where the fiber can park inside it.
 
+#include <pthread.h>
 #include <signal.h>
 #include <ucontext.h>
 
@@ -48,6 +49,19 @@ SpinLock g_table_lock;             // add / remove; never taken by the handler
 // value is a copy of its own that is never freed (a few bytes per
 // reinstallation, which is rare).
 std::atomic<const struct sigaction*> g_previous{nullptr};
+
+// this_thread() is pthread_self(), which glibc declares const: the call
+// could be folded with one made before the fiber parked and moved.
+[[gnu::noipa]] pthread_t this_thread() noexcept { return ::pthread_self(); }
+
+// true_to_this_thread() gives the signal frame `ucv` this thread's current
+// signal mask and alternate stack, which sigreturn installs: the ones saved
+// at the fault are another thread's if the fiber moved since (P4).
+void true_to_this_thread(void* ucv) noexcept {
+  auto* uc = static_cast<ucontext_t*>(ucv);
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &uc->uc_sigmask);
+  ::sigaltstack(nullptr, &uc->uc_stack);
+}
 
 // synchronous() is true for a SIGBUS raised by an access (it recurs if the
 // access is retried), false for one sent (kill) or reported (BUS_MCEERR_AO).
@@ -89,6 +103,10 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
 
 void on_sigbus(int sig, siginfo_t* si, void* ucv) {
   const int saved_errno = errno;  // the faulting thread's: read before any park
+  // A fault inside sa::blocking() may also come back on another thread
+  // without parking: entering the runtime ends the announced call, whose
+  // processor may have been handed off meanwhile (Shim::exit_call).
+  const pthread_t faulted_on = this_thread();
   if (si->si_code == BUS_ADRERR) {  // what UFFD_FEATURE_SIGBUS raises
     const auto a = reinterpret_cast<uintptr_t>(si->si_addr);
     for (Slot& s : g_slots) {
@@ -103,19 +121,14 @@ void on_sigbus(int sig, siginfo_t* si, void* ucv) {
       }
       const SignalFault how = core->on_signal(reinterpret_cast<std::byte*>(a), s.users);
       if (how == SignalFault::not_ours) continue;  // a slot reused meanwhile: look on
-      if (how == SignalFault::parked) {
-        // P4: other fibers ran on this thread, or the fiber runs on another
-        // one now. sigreturn installs the signal mask and the alternate
-        // stack saved in the frame at the fault: give it this thread's
-        // current ones instead.
-        auto* uc = static_cast<ucontext_t*>(ucv);
-        ::pthread_sigmask(SIG_SETMASK, nullptr, &uc->uc_sigmask);
-        ::sigaltstack(nullptr, &uc->uc_stack);
-      }
+      // P4: parked, other fibers ran on this thread (one may have changed
+      // its mask), or the fiber runs on another one now.
+      if (how == SignalFault::parked || !::pthread_equal(this_thread(), faulted_on)) true_to_this_thread(ucv);
       set_errno(saved_errno);
       return;  // the access is retried
     }
   }
+  if (!::pthread_equal(this_thread(), faulted_on)) true_to_this_thread(ucv);
   set_errno(saved_errno);
   pass_on(sig, si, ucv);
 }

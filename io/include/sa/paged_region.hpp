@@ -114,7 +114,9 @@
 //       errno through a fresh __errno_location() (glibc's is const: the old
 //       thread's address could be reused) and returns: the access is
 //       retried, normally on a mapped page. (A fault that did not park
-//       keeps the frame as it is: nothing else ran on its thread.)
+//       keeps the frame as it is, unless it comes back on another thread:
+//       one inside sa::blocking() may, when entering the runtime ends the
+//       announced call and its processor was handed off meanwhile.)
 // What park_fiber asks of the code that touches the region: F may resume on
 // another kernel thread, and other fibers run on its thread meanwhile,
 // exactly as at any sa:: call. So do not touch the region while holding
