@@ -50,6 +50,15 @@ SpinLock g_table_lock;             // add / remove; never taken by the handler
 // reinstallation, which is rare).
 std::atomic<const struct sigaction*> g_previous{nullptr};
 
+// How many previous handlers pass_on() is running on this thread. Atomic:
+// pass_on() may finish on another thread (see there).
+constinit thread_local std::atomic<int> tl_pass_depth{0};
+
+// pass_depth() is this thread's tl_pass_depth. Out of line and opaque to
+// the optimiser (noipa), like set_errno() below: after a park the address
+// must be found again, on the thread the fiber runs on then.
+[[gnu::noipa]] std::atomic<int>* pass_depth() noexcept { return &tl_pass_depth; }
+
 // this_thread() is pthread_self(), which glibc declares const: the call
 // could be folded with one made before the fiber parked and moved.
 [[gnu::noipa]] pthread_t this_thread() noexcept { return ::pthread_self(); }
@@ -76,12 +85,20 @@ bool synchronous(const siginfo_t* si) noexcept {
 // default action is restored and, for a signal that does not recur,
 // raised again: the process dies as it would have (a fault cannot be
 // ignored, so an ignored SIGBUS that is a fault dies too).
+//
+// A previous handler that passes the signal on to the handler before it
+// may reach ours again (it was installed after sa's and chains to it, and a
+// later region put ours back in front): on this thread, inside its own
+// call, pass_on() then takes the default action instead of calling it
+// again for ever.
 void pass_on(int sig, siginfo_t* si, void* uc) {
   const struct sigaction* prev = g_previous.load(std::memory_order_acquire);
   if (!prev) return;  // (never: the handler is installed after it is set)
   const bool sync = synchronous(si);
-  if (prev->sa_handler == SIG_IGN && !sync) return;
-  if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN) {
+  std::atomic<int>* const depth = pass_depth();
+  const bool chained_back = depth->load(std::memory_order_relaxed) > 0;
+  if (prev->sa_handler == SIG_IGN && !sync && !chained_back) return;
+  if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN || chained_back) {
     struct sigaction dfl = {};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
@@ -91,8 +108,13 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
   }
   sigset_t old;
   ::pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+  // `depth` is this thread's: should the handler park a fiber in a
+  // park_fiber fault and resume on another thread, the count still drops
+  // where it rose.
+  depth->fetch_add(1, std::memory_order_relaxed);
   if (prev->sa_flags & SA_SIGINFO) prev->sa_sigaction(sig, si, uc);
   else prev->sa_handler(sig);
+  depth->fetch_sub(1, std::memory_order_relaxed);
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 

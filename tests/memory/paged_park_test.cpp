@@ -332,6 +332,56 @@ TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed be
 
 namespace {
 
+// A crash reporter's handler: it notes the signal, then passes it on to the
+// action it found when installed (here, sa's).
+struct sigaction g_chained_to;
+std::atomic<int> g_chaining_calls{0};
+void chaining_sigbus(int sig, siginfo_t* si, void* uc) {
+  if (g_chaining_calls.fetch_add(1) == 0) {
+    const char msg[] = "chaining handler ran\n";
+    [[maybe_unused]] const ssize_t n = ::write(2, msg, sizeof msg - 1);
+  }
+  g_chained_to.sa_sigaction(sig, si, uc);
+}
+
+}  // namespace
+
+TEST_CASE("PagedRegion park_fiber: a handler that passes SIGBUS back to sa's ends in the default action") {
+  // sa's handler, then one installed over it that chains to it, then sa's
+  // again in front (a later region): a SIGBUS that is not a fault goes
+  // sa -> chaining -> sa, which must not call the chaining handler again
+  // (for ever, until its stack overflowed) but take the default action.
+  auto r = sa_test::run_in_child(
+      [] {
+        sa::Runtime rt{{.vprocs = 1}};
+        rt.run([] {
+          sa::PagedRegion first({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+          struct sigaction sa = {};
+          sa.sa_sigaction = chaining_sigbus;
+          sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+          sigemptyset(&sa.sa_mask);
+          ::sigaction(SIGBUS, &sa, &g_chained_to);
+          sa::PagedRegion second({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+          SA_FIBER_CHECK(page_ok(second, 0));  // sa's handler is in front again
+          std::fprintf(stderr, "raising\n");
+          ::raise(SIGBUS);
+          std::fprintf(stderr, "survived a SIGBUS whose default action kills\n");
+        });
+        std::_Exit(0);
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(contains(r.err, "raising"));
+  CHECK(contains(r.err, "chaining handler ran"));
+  CHECK_FALSE(contains(r.err, "survived"));
+  CHECK_FALSE(contains(r.err, "stack overflow"));
+  CHECK(!r.exited);
+  CHECK(r.status == SIGBUS);
+}
+
+namespace {
+
 std::atomic<int> g_usr2_blocked_inside{-1};
 void sigbus_checking_mask(int) {
   sigset_t m;
