@@ -385,7 +385,11 @@ SignalFault PagedCore::on_signal(std::byte* a, std::atomic<int>& slot_users) noe
   const Admission admission = admit(p, fw);  // P2
   if (admission == Admission::fill) {
     in_flight_.fetch_add(1, std::memory_order_relaxed);
-    launch_fill(p);  // it cannot finish before we park: finish() takes the lock
+    // It cannot finish before we park: finish() takes the lock. Launched
+    // even when this fault must not park (in_lock): the launch takes the
+    // stack pool's and the run queue's locks, which no code holds while it
+    // touches region memory, so the lock held here is never one of those.
+    launch_fill(p);
   }
   slot_users.fetch_sub(1, std::memory_order_release);  // queued (or done): the destructor sees it
   if (admission == Admission::now) {  // Resident: filled since the fault, retry
