@@ -303,6 +303,16 @@ bool RuntimeCore::claim(VProc& v) noexcept {
   return true;
 }
 
+bool RuntimeCore::bound_wake_pending() noexcept {
+  for (int i = 0; i < size(); ++i) {
+    VProc& v = vproc(i);
+    if (v.idle.load(std::memory_order_relaxed) == static_cast<uint32_t>(IdleState::Notified) &&
+        v.inbox.looks_nonempty())
+      return true;
+  }
+  return false;
+}
+
 void RuntimeCore::wake_idle() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // W1
   if (nsearching.load(std::memory_order_seq_cst) > 0) return;  // W2

@@ -19,6 +19,9 @@ constexpr int64_t kSearchNs = 20'000;
 // sleep wakes for those; spinning would take the CPU from other processes
 // (bench/run echo's client, 1 connection: 50 µs of server CPU per request).
 constexpr int64_t kSearchAloneNs = 3'000;
+// How long it searches, whatever else holds, while a VProc woken for a
+// bound fiber has not started yet (RuntimeCore::bound_wake_pending).
+constexpr int64_t kSearchBoundWakeNs = 100'000;
 // How long a searcher leaves other VProcs' `next` slots alone.
 constexpr int64_t kStealNextAfterNs = 3'000;
 // A searcher reads the clock every kClockEvery-th turn.
@@ -232,16 +235,30 @@ FiberCtl* VProc::search(Poller* p) noexcept {
     // every kClockEvery-th turn only.
     if (turn % kClockEvery != 0) continue;
     const int64_t now = now_ns();
-    if (now >= until || timers.next_deadline() <= now || core.stopping() || core.has_held() ||
+    if (timers.next_deadline() <= now || core.stopping() || core.has_held() ||
         revoked.load(std::memory_order_relaxed))
       return nullptr;
+    // A VProc was woken for a bound fiber and has not run it yet. Bound
+    // fibers on different VProcs usually converse: the reply to what woke
+    // it comes back soon after it runs, perhaps to a fiber bound here. Were
+    // we asleep by then, the reply would pay a wake-up too, and so would
+    // every message after it: each side's search (kSearchAloneNs, since
+    // both count as searchers while the wake-up is in flight) is shorter
+    // than a wake-up (32-43 µs on the 2-vCPU VM), so once one side slept,
+    // both went on sleeping by turns. The bound ping_pong slept 0.06 times
+    // per round trip that way, 2.3 µs a round trip at the median, against
+    // 0.0009 and 0.49 µs searching on while the wake-up is pending
+    // (bench/results/ping-pong-bound-wake.md). Unbound work never waits
+    // here: a searcher steals it instead of waking a sleeper for it.
+    const bool bound_wake = core.bound_wake_pending();
+    if (now >= (bound_wake ? started + kSearchBoundWakeNs : until)) return nullptr;
     // Nobody runs fibers (every VProc searches or sleeps): stop soon, but
     // only after turns that took from `next` slots too (take_next, set at
     // the previous look). A fiber left in a sleeping VProc's `next` slot
     // would otherwise wait there for good, and this searcher, which sees
     // it in has_work(), would never sleep: it would search and stop again
     // for ever.
-    if (take_next && now - started >= kSearchAloneNs &&
+    if (!bound_wake && take_next && now - started >= kSearchAloneNs &&
         core.nsleeping.load(std::memory_order_relaxed) + core.nsearching.load(std::memory_order_relaxed) >=
             core.size())
       return nullptr;

@@ -60,6 +60,10 @@ class RuntimeCore final : public shim::UpcallHandler {
   void wake_idle() noexcept;
   // wake_vproc() wakes `v` if it sleeps, after work was put in its inbox.
   void wake_vproc(VProc& v) noexcept;
+  // bound_wake_pending() is true while a VProc that a waker claimed (W3)
+  // has not woken yet and a bound fiber waits in its inbox: a hint for
+  // searchers (VProc::search), read with relaxed loads.
+  bool bound_wake_pending() noexcept;
   // revoke() takes VProc `vp` away (Runtime::revoke_processor); restore()
   // gives it back. Any thread; never block.
   void revoke(int vp) noexcept;

@@ -238,7 +238,9 @@ class VProc {
   // search() spins looking at every queue (polling, stealing) until it
   // finds a fiber, or returns null when it should stop: after kSearchNs, or
   // kSearchAloneNs while no VProc runs fibers, or for a due timer, a held
-  // activation, revocation or the stop. It counts itself in nsearching.
+  // activation, revocation or the stop; while a VProc woken for a bound
+  // fiber has not started, after kSearchBoundWakeNs instead of either of
+  // the first two. It counts itself in nsearching.
   FiberCtl* search(Poller* p) noexcept;
   void sleep() noexcept;
   void end_sleep() noexcept;
