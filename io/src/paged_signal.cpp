@@ -50,6 +50,16 @@ SpinLock g_table_lock;             // add / remove; never taken by the handler
 // reinstallation, which is rare).
 std::atomic<const struct sigaction*> g_previous{nullptr};
 
+// SIG_DFL. Also what g_previous becomes when a previous handler with
+// SA_RESETHAND runs, as the kernel would have left it (set in a signal
+// handler, so a static object rather than a new copy).
+const struct sigaction g_default_action = [] {
+  struct sigaction dfl = {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  return dfl;
+}();
+
 // How many previous handlers pass_on() is running on this thread. Atomic:
 // pass_on() may finish on another thread (see there).
 constinit thread_local std::atomic<int> tl_pass_depth{0};
@@ -81,10 +91,13 @@ bool synchronous(const siginfo_t* si) noexcept {
 
 // pass_on() does with a SIGBUS that is not a park_fiber fault what the
 // action installed before ours would have done. A handler is called with
-// its sa_mask added (on this stack: its SA_ONSTACK is not honoured). The
-// default action is restored and, for a signal that does not recur,
-// raised again: the process dies as it would have (a fault cannot be
-// ignored, so an ignored SIGBUS that is a fault dies too).
+// its sa_mask added, and SIGBUS unless it has SA_NODEFER (on this stack:
+// its SA_ONSTACK is not honoured); one with SA_RESETHAND is called once,
+// and the default action takes its place behind ours (park_fiber faults
+// still need ours in front). The default action is restored and, for a
+// signal that does not recur, raised again: the process dies as it would
+// have (a fault cannot be ignored, so an ignored SIGBUS that is a fault
+// dies too).
 //
 // A previous handler that passes the signal on to the handler before it
 // may reach ours again (it was installed after sa's and chains to it, and a
@@ -99,15 +112,19 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
   const bool chained_back = depth->load(std::memory_order_relaxed) > 0;
   if (prev->sa_handler == SIG_IGN && !sync && !chained_back) return;
   if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN || chained_back) {
-    struct sigaction dfl = {};
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    ::sigaction(SIGBUS, &dfl, nullptr);
+    ::sigaction(SIGBUS, &g_default_action, nullptr);
     if (!sync) ::raise(SIGBUS);
     return;
   }
+  // SA_RESETHAND: the first SIGBUS to pass it on (another thread may be
+  // passing one on too) calls it; the others find the default action.
+  if ((prev->sa_flags & SA_RESETHAND) &&
+      !g_previous.compare_exchange_strong(prev, &g_default_action, std::memory_order_acq_rel))
+    return pass_on(sig, si, uc);
+  sigset_t mask = prev->sa_mask;
+  if (!(prev->sa_flags & SA_NODEFER)) sigaddset(&mask, SIGBUS);
   sigset_t old;
-  ::pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+  ::pthread_sigmask(SIG_BLOCK, &mask, &old);
   // `depth` is this thread's: should the handler park a fiber in a
   // park_fiber fault and resume on another thread, the count still drops
   // where it rose.

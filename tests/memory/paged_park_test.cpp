@@ -383,15 +383,17 @@ TEST_CASE("PagedRegion park_fiber: a handler that passes SIGBUS back to sa's end
 namespace {
 
 std::atomic<int> g_usr2_blocked_inside{-1};
+std::atomic<int> g_sigbus_blocked_inside{-1};
 void sigbus_checking_mask(int) {
   sigset_t m;
   ::pthread_sigmask(SIG_SETMASK, nullptr, &m);
   g_usr2_blocked_inside = sigismember(&m, SIGUSR2);
+  g_sigbus_blocked_inside = sigismember(&m, SIGBUS);
 }
 
 }  // namespace
 
-TEST_CASE("PagedRegion park_fiber: a SIGBUS that was ignored stays ignored; a handler runs with its sa_mask") {
+TEST_CASE("PagedRegion park_fiber: a SIGBUS that was ignored stays ignored; a handler runs with its sa_mask and SIGBUS blocked") {
   auto r = run_to_end([] {
     sa::Runtime rt{{.vprocs = 1}};
     rt.run([] {
@@ -409,11 +411,62 @@ TEST_CASE("PagedRegion park_fiber: a SIGBUS that was ignored stays ignored; a ha
       sa::PagedRegion region({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});  // sa's in front again
       ::raise(SIGBUS);
       std::fprintf(stderr, "SIGUSR2 blocked in the handler: %d\n", g_usr2_blocked_inside.load());
+      // Without SA_NODEFER the kernel blocks the signal itself during its
+      // handler; sa's own handler has SA_NODEFER, so pass_on() must add it.
+      std::fprintf(stderr, "SIGBUS blocked in the handler: %d\n", g_sigbus_blocked_inside.load());
+      sa.sa_flags = SA_NODEFER;
+      ::sigaction(SIGBUS, &sa, nullptr);
+      sa::PagedRegion again({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "with SA_NODEFER, SIGBUS blocked in the handler: %d\n", g_sigbus_blocked_inside.load());
     });
   });
   INFO(r.err);
   CHECK(contains(r.err, "survived an ignored SIGBUS"));
   CHECK(contains(r.err, "SIGUSR2 blocked in the handler: 1"));
+  CHECK(contains(r.err, "SIGBUS blocked in the handler: 1"));
+  CHECK(contains(r.err, "with SA_NODEFER, SIGBUS blocked in the handler: 0"));
+}
+
+namespace {
+
+std::atomic<int> g_oneshot_calls{0};
+void oneshot_sigbus(int) { g_oneshot_calls.fetch_add(1); }
+
+}  // namespace
+
+TEST_CASE("PagedRegion park_fiber: a handler installed before sa's with SA_RESETHAND runs once, then SIGBUS kills") {
+  // As without sa: the first SIGBUS runs the handler and resets the action
+  // to the default, so the second kills. sa's own handler stays in front:
+  // faults in the region are still served in between.
+  auto r = sa_test::run_in_child(
+      [] {
+        struct sigaction sa = {};
+        sa.sa_handler = oneshot_sigbus;
+        sa.sa_flags = SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGBUS, &sa, nullptr);
+        sa::Runtime rt{{.vprocs = 1}};
+        rt.run([] {
+          sa::PagedRegion region({.size = 2 * sys_page(), .pager = fill_page, .fault_mode = kPark});
+          SA_FIBER_CHECK(page_ok(region, 0));
+          ::raise(SIGBUS);
+          std::fprintf(stderr, "first SIGBUS: handler ran %d times\n", g_oneshot_calls.load());
+          SA_FIBER_CHECK(page_ok(region, 1));
+          std::fprintf(stderr, "faults served: %llu\n", static_cast<unsigned long long>(region.stats().parked));
+          ::raise(SIGBUS);
+          std::fprintf(stderr, "survived a second SIGBUS\n");
+        });
+        std::_Exit(0);
+      },
+      20s);
+  INFO(r.err);
+  CHECK_FALSE(r.timed_out);
+  CHECK(contains(r.err, "first SIGBUS: handler ran 1 times"));
+  CHECK(contains(r.err, "faults served: 2"));
+  CHECK_FALSE(contains(r.err, "survived"));
+  CHECK(!r.exited);
+  CHECK(r.status == SIGBUS);
 }
 
 TEST_CASE("PagedRegion park_fiber: destroying a region while a fiber is parked in a fault aborts with the page") {
