@@ -65,7 +65,7 @@ const struct sigaction g_default_action = [] {
 constinit thread_local std::atomic<int> tl_pass_depth{0};
 
 // pass_depth() is this thread's tl_pass_depth. Out of line and opaque to
-// the optimiser (noipa), like set_errno() below: after a park the address
+// the optimiser (noipa), like set_errno() (vproc.hpp): after a park the address
 // must be found again, on the thread the fiber runs on then.
 [[gnu::noipa]] std::atomic<int>* pass_depth() noexcept { return &tl_pass_depth; }
 
@@ -134,11 +134,6 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
   depth->fetch_sub(1, std::memory_order_relaxed);
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
-
-// set_errno() is out of line: glibc's __errno_location() is a const
-// function, so the handler could reuse the address it got before its fiber
-// parked and moved to another kernel thread, and write that thread's errno.
-[[gnu::noinline]] void set_errno(int e) noexcept { errno = e; }
 
 void on_sigbus(int sig, siginfo_t* si, void* ucv) {
   const int saved_errno = errno;  // the faulting thread's: read before any park

@@ -241,15 +241,6 @@ bool blocking_enter() noexcept {
   return true;
 }
 
-namespace {
-
-// set_errno() is out of line: glibc's __errno_location() is a const
-// function, so a caller may reuse the address it got before it moved to
-// another kernel thread.
-[[gnu::noinline]] void set_errno(int e) noexcept { errno = e; }
-
-}  // namespace
-
 void blocking_exit(int call_errno) noexcept {
   if (--tl_call_depth > 0) return;
   // The thread-locals are this activation's: read them before exit_call(),

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include <cerrno>
 #include <stdexcept>
 #include <string>
 
@@ -32,6 +33,8 @@ constexpr uint32_t kClockEvery = 8;
 __attribute__((noinline, noipa)) VProc* current_vproc() noexcept { return tl_vproc; }
 
 __attribute__((noinline, noipa)) void set_current_vproc(VProc* vp) noexcept { tl_vproc = vp; }
+
+__attribute__((noinline, noipa)) void set_errno(int e) noexcept { errno = e; }
 
 Poller& install_poller(std::unique_ptr<Poller> p) {
   RuntimeSection section;

@@ -274,4 +274,10 @@ VProc* current_vproc() noexcept;
 // everywhere else, call current_vproc().
 inline constinit thread_local VProc* tl_vproc = nullptr;
 
+// set_errno() sets the calling thread's errno. Out of line for the same
+// reason: glibc's __errno_location() is a const function, so a caller could
+// reuse the address it got before its fiber moved to another kernel thread,
+// and write that thread's errno.
+void set_errno(int e) noexcept;
+
 }  // namespace sa::detail
