@@ -31,7 +31,10 @@ struct HostPort {
 };
 
 HostPort split(std::string_view s) {
-  const std::string quoted = "'" + std::string(s) + "'";
+  // Appended, not "'" + std::string(s): g++ 12 warns (-Wrestrict, a false
+  // positive, GCC bug 105329) on a literal + string temporary.
+  std::string quoted = "'";
+  quoted.append(s).append("'");
   HostPort hp;
   std::string_view rest;
   if (!s.empty() && s.front() == '[') {
@@ -126,7 +129,8 @@ std::string Address::to_string() const {
   }
   if (family() == AF_INET6) {
     ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(port());
+    std::string text = "[";  // (not "[" + std::string(buf): see split())
+    return text.append(buf).append("]:").append(std::to_string(port()));
   }
   return "(no address)";
 }
