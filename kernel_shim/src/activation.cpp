@@ -4,8 +4,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -103,6 +105,10 @@ void Activation::set_state(ActivationState from, ActivationState to) noexcept {
 
 bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
   return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+}
+
+void Activation::quiet(bool on) noexcept {
+  if (watch_fd >= 0) ::ioctl(watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, on ? 1 : 0);
 }
 
 void Activation::pin(int cpu) noexcept {

@@ -156,6 +156,7 @@ void BlockMonitor::attach(Activation& a) noexcept {
       w->ring_len = (1 + kDataPages) * page_size();
       w->ring = ::mmap(nullptr, w->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
     }
+    if (w->fd >= 0 && w->ring != MAP_FAILED) a.watch_fd = w->fd;
     if (w->fd < 0 || w->ring == MAP_FAILED) {
       const int err = errno;
       if (perf_.exchange(false))

@@ -135,6 +135,7 @@ void Shim::run(Activation& a) noexcept {
   if (monitor_) monitor_->attach(a);
   if (options_.activations && options_.use_perf) a.watch_run_state();
   ActivationState state = ActivationState::Starting;
+  bool quiet = false;
   for (;;) {
     uint32_t job;
     // acquire: see takes_over / blocked_at_ns written before the job.
@@ -154,7 +155,15 @@ void Shim::run(Activation& a) noexcept {
         }
         if (n > 0 && monitor_) monitor_->call_started();  // a handoff may be waiting for us
       }
+      if (!quiet) {
+        a.quiet(true);
+        quiet = true;
+      }
       futex_wait(a.job, kNone);
+    }
+    if (quiet) {
+      a.quiet(false);
+      quiet = false;
     }
     if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
@@ -605,9 +614,11 @@ void Shim::pop_held() noexcept {
 }
 
 int Shim::wait_for_processor(Activation& a) noexcept {
+  bool quiet = false;
   for (;;) {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
+    if (kind_of(job) != kNone && quiet) a.quiet(false);
     if (kind_of(job) == kExit) return -1;
     if (kind_of(job) == kResume) {
       // acquire: pairs with handoff's release after processor_taken.
@@ -616,6 +627,10 @@ int Shim::wait_for_processor(Activation& a) noexcept {
       a.vproc.store(vp, std::memory_order_relaxed);
       a.pin(cpu_of(vp));
       return vp;
+    }
+    if (!quiet) {
+      a.quiet(true);
+      quiet = true;
     }
     futex_wait(a.job, kNone);
   }
@@ -660,7 +675,10 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
                                   Clock::time_point deadline, IdleWait* alt) noexcept {
   Activation* self = Activation::current();
   (void)vp;
-  if (self) self->set_state(ActivationState::Running, ActivationState::Idle);
+  if (self) {
+    self->set_state(ActivationState::Running, ActivationState::Idle);
+    self->quiet(true);
+  }
   if (!alt) {
     futex_wait(word, idle_value, deadline);
   } else if (word.load(std::memory_order_seq_cst) == idle_value) {
@@ -668,7 +686,10 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
     // the wait return at once.
     alt->wait(deadline);
   }
-  if (self) self->set_state(ActivationState::Idle, ActivationState::Running);
+  if (self) {
+    self->quiet(false);
+    self->set_state(ActivationState::Idle, ActivationState::Running);
+  }
   if (monitor_) monitor_->activity();
 }
 

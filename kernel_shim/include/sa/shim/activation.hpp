@@ -186,6 +186,14 @@ class Activation {
   // the /proc fallback, since when a User activation has been seen asleep.
   std::atomic<bool> exhausted_counted{false};  // also written by Shim::fault_seen's callers
   int64_t fallback_asleep_since_ns = 0;
+  // The fd of the monitor's switch-record stream of this thread (-1: none),
+  // set by BlockMonitor::attach on this thread. quiet(true) pauses the
+  // stream's output (records are dropped, so none wakes the monitor) while
+  // the activation waits where its switches need no reader: in the spare
+  // pool, idle, held (shim.hpp: each waking record costs an irq_work).
+  // Own thread only; async-signal-safe (hold() runs in a handler).
+  int watch_fd = -1;
+  void quiet(bool on) noexcept;
 
  private:
   void main();

@@ -134,6 +134,24 @@
 // its way into the pool, ENABLE on its way out, tried after 512c473):
 // annotated p50 19.3 against 18.0 µs, medians of 6 alternating pairs on a
 // loaded host.
+// On the AMD host (from 2026-11-23) the picture changed: a record that
+// wakes its reader costs far more than the record. perf queues that
+// wake-up as irq_work, a self-IPI, which exits to the hypervisor: a
+// same-CPU futex wake-up (probe: two pinned threads, 2000 samples) took
+// 4.5 µs p50 without events, 6 µs with a switch event on each thread, 20
+// µs with one that wakes per record. Every switch of an activation paid
+// it, in and out, though only a blocked activation's switch-out and a
+// Lost one's switch-in need a reader. So an activation now pauses its
+// stream's output (PERF_EVENT_IOC_PAUSE_OUTPUT, Activation::quiet) while
+// it waits where no record matters: in the spare pool, idle
+// (this_processor_is_idle), and held (wait_for_processor). The spare
+// that takes a blocked processor no longer writes a waking switch-in on
+// the handoff's path. 8 alternating pairs of bench_handoff --quick:
+// detected p50 37.7 -> 26.9 µs, p99 82 -> 51; announced p50 35.3 -> 34.9
+// (p99 81 -> 54); blocking_mix unchanged (bench/results/
+// handoff-quiet-streams.md). What remains on that host (perf sched
+// trace): the blocked activation's own record -> the monitor running,
+// 14 µs, most of it that irq_work.
 
 #include <atomic>
 #include <cstdint>
