@@ -57,7 +57,7 @@ TEST_CASE("file: 3 MiB written at offsets reads back exactly, in a fiber") {
   rt.run([] {
     std::vector<sa::Fiber> fs;
     for (int i = 0; i < 4; ++i)
-      fs.push_back(sa::spawn([i] { write_and_check(temp_path(("f" + std::to_string(i)).c_str())); }));
+      fs.push_back(sa::spawn([i] { write_and_check(temp_path(std::string("f").append(std::to_string(i)).c_str())); }));
     for (auto& f : fs) f.join();
   });
   CHECK(sa_test::fiber_failures() == 0);

@@ -117,7 +117,9 @@ TEST_CASE("stats count spawns, switches and parks") {
 }
 
 TEST_CASE("a runtime with nothing to do burns less than 5% of a CPU") {
-  sa::Runtime rt{{.vprocs = 0}};
+  const sa::ShimMode mode = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO("shim " << (mode == sa::ShimMode::on ? "on" : "off"));
+  sa::Runtime rt{{.vprocs = 0, .shim = mode}};
   rt.run([] {});  // wake everything once
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const double before = sa_test::process_cpu_seconds();
@@ -130,7 +132,9 @@ TEST_CASE("a runtime with nothing to do burns less than 5% of a CPU") {
 }
 
 TEST_CASE("a runtime whose fibers sleep burns less than 5% of a CPU") {
-  sa::Runtime rt{{.vprocs = 0}};
+  const sa::ShimMode mode = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  INFO("shim " << (mode == sa::ShimMode::on ? "on" : "off"));
+  sa::Runtime rt{{.vprocs = 0, .shim = mode}};
   double cpu = 0, wall = 0;
   rt.run([&] {
     std::vector<sa::Fiber> sleepers;

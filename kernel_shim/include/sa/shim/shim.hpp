@@ -152,6 +152,20 @@
 // handoff-quiet-streams.md). What remains on that host (perf sched
 // trace): the blocked activation's own record -> the monitor running,
 // 14 µs, most of it that irq_work.
+// (h) An idle runner per pinned CPU (tried after a60e21a, kept on the
+// branch experiment/idle-runner): a SCHED_IDLE thread pinned to each
+// processor's CPU, runnable while its processor runs, so the kernel runs
+// it the moment the activation blocks, with no wake-up; it reads the
+// activation's RunStateWord (blocked, not preempted) and hands off
+// itself; dormant while its processor is idle (armed on leaving Idle).
+// Beside the monitor's waking streams it gained little here, since the
+// block's irq_work still delays it: 6 pairs against a60e21a, announced
+// p50 34.0 -> 31.3 µs, detected 31.2 -> 28.2, blocking_mix 1.02 -> 0.97.
+// With non-waking streams (no irq_work): announced 10-15 µs, detected
+// 13-14 µs quiet, but with a CPU hog on the blocked CPU only 337 / 219 µs
+// against 60-67: the runner cannot run there and the sysmon's sweep does
+// the handoff, as in (g). A hybrid (streams that wake only for a CPU whose
+// runner starves) is the open idea.
 
 #include <atomic>
 #include <cstdint>
