@@ -130,7 +130,8 @@ std::string Address::to_string() const {
   if (family() == AF_INET6) {
     ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
     std::string text = "[";  // (not "[" + std::string(buf): see split())
-    return text.append(buf).append("]:").append(std::to_string(port()));
+    text.append(buf).append("]:").append(std::to_string(port()));
+    return text;
   }
   return "(no address)";
 }

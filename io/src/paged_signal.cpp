@@ -50,15 +50,11 @@ SpinLock g_table_lock;             // add / remove; never taken by the handler
 // reinstallation, which is rare).
 std::atomic<const struct sigaction*> g_previous{nullptr};
 
-// SIG_DFL. Also what g_previous becomes when a previous handler with
-// SA_RESETHAND runs, as the kernel would have left it (set in a signal
-// handler, so a static object rather than a new copy).
-const struct sigaction g_default_action = [] {
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  return dfl;
-}();
+// SIG_DFL with an empty mask (all zero bits on Linux). Also what
+// g_previous becomes when a previous handler with SA_RESETHAND runs, as the
+// kernel would have left it (set in a signal handler, so a static object
+// rather than a new copy).
+constinit const struct sigaction g_default_action = {};
 
 // How many previous handlers pass_on() is running on this thread. Atomic:
 // pass_on() may finish on another thread (see there).
@@ -91,13 +87,17 @@ bool synchronous(const siginfo_t* si) noexcept {
 
 // pass_on() does with a SIGBUS that is not a park_fiber fault what the
 // action installed before ours would have done. A handler is called with
-// its sa_mask added, and SIGBUS unless it has SA_NODEFER (on this stack:
-// its SA_ONSTACK is not honoured); one with SA_RESETHAND is called once,
-// and the default action takes its place behind ours (park_fiber faults
-// still need ours in front). The default action is restored and, for a
-// signal that does not recur, raised again: the process dies as it would
-// have (a fault cannot be ignored, so an ignored SIGBUS that is a fault
-// dies too).
+// its sa_mask added (on this stack: its SA_ONSTACK is not honoured); one
+// with SA_RESETHAND is called once, and the default action takes its place
+// behind ours (park_fiber faults still need ours in front). The default
+// action is restored and, for a signal that does not recur, raised again:
+// the process dies as it would have (a fault cannot be ignored, so an
+// ignored SIGBUS that is a fault dies too).
+//
+// Unlike the kernel, we leave SIGBUS unblocked during a handler without
+// SA_NODEFER: a park_fiber page it touches faults with SIGBUS, and a
+// blocked synchronous SIGBUS kills the process (the kernel resets it to
+// the default action), where sa must serve the fault.
 //
 // A previous handler that passes the signal on to the handler before it
 // may reach ours again (it was installed after sa's and chains to it, and a
@@ -122,7 +122,7 @@ void pass_on(int sig, siginfo_t* si, void* uc) {
       !g_previous.compare_exchange_strong(prev, &g_default_action, std::memory_order_acq_rel))
     return pass_on(sig, si, uc);
   sigset_t mask = prev->sa_mask;
-  if (!(prev->sa_flags & SA_NODEFER)) sigaddset(&mask, SIGBUS);
+  sigdelset(&mask, SIGBUS);
   sigset_t old;
   ::pthread_sigmask(SIG_BLOCK, &mask, &old);
   // `depth` is this thread's: should the handler park a fiber in a

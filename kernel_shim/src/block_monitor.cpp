@@ -175,6 +175,7 @@ void BlockMonitor::attach(Activation& a) noexcept {
 }
 
 void BlockMonitor::detach(Activation& a) noexcept {
+  a.watch_fd = -1;  // (its own thread) the monitor closes the fd once it drops the watch
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_)

@@ -618,7 +618,10 @@ int Shim::wait_for_processor(Activation& a) noexcept {
   for (;;) {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
-    if (kind_of(job) != kNone && quiet) a.quiet(false);
+    if (kind_of(job) != kNone && quiet) {
+      a.quiet(false);
+      quiet = false;
+    }
     if (kind_of(job) == kExit) return -1;
     if (kind_of(job) == kResume) {
       // acquire: pairs with handoff's release after processor_taken.
