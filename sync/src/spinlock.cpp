@@ -11,6 +11,18 @@ FiberId current_fiber_id() noexcept {
 }
 }  // namespace detail
 
+namespace {
+
+// A holder off its CPU for less than this is left alone: the waiter spins
+// on. A CPU hog takes a time slice (milliseconds) from the holder, but most
+// preemptions last microseconds (the sysmon's wake-up every millisecond, a
+// kworker), and recovering from one of those costs more than it saves: the
+// donor sleeps, the holder migrates twice, and the woken donor can preempt
+// the holder on the donated CPU before it re-pins itself.
+constexpr int64_t kRecoverAfterNs = 50'000;
+
+}  // namespace
+
 void Spinlock::lock_slow() noexcept {
   constexpr int kMaxBackoff = 1024;  // pauses between looks, at most
   constexpr int kYieldAfter = 64;    // backoff rounds before yielding the fiber
@@ -21,8 +33,10 @@ void Spinlock::lock_slow() noexcept {
   for (;;) {
     while (state_.load(std::memory_order_relaxed) != 0) {
       shim::Activation* h = holder_activation_.load(std::memory_order_relaxed);
-      const shim::CpuState cs = h ? h->cpu_state() : shim::CpuState::Unknown;
-      if (may_leave && (cs == shim::CpuState::Preempted || cs == shim::CpuState::Sleeping)) {
+      int64_t since = 0;  // when the holder left its CPU (CLOCK_MONOTONIC, as now_ns())
+      const shim::CpuState cs = h ? h->cpu_state(&since) : shim::CpuState::Unknown;
+      if (may_leave && (cs == shim::CpuState::Preempted || cs == shim::CpuState::Sleeping) &&
+          detail::now_ns() - since >= kRecoverAfterNs) {
         wait_for_holder(h, cs);
         backoff = 1;
         continue;
@@ -42,12 +56,14 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
   detail::VProc* vp = detail::current_vproc();
   if (vp && vp->in_fiber()) detail::count(vp->counters.spin_recoveries);
   // Step 1: nothing else to run here: give our CPU to the holder.
+  shim::Shim* donor = nullptr;
   if (vp && state == shim::CpuState::Preempted && !vp->has_work() && vp->core.shim().donate(*h)) {
+    donor = &vp->core.shim();
     if (vp->in_fiber()) detail::count(vp->counters.spin_donations);
     // seq_cst: after the store of `donated` (design comment). Released or
     // passed on before the holder could see the flag: end it ourselves.
     if (state_.load(std::memory_order_seq_cst) == 0 || holder_activation_.load(std::memory_order_seq_cst) != h)
-      vp->core.shim().end_donation(*h);
+      donor->end_donation(*h);
   }
   // Step 2: park until the next unlock, if the lock is still held.
   detail::Waiter w;
@@ -58,6 +74,12 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
     if (state_.compare_exchange_weak(s, s | kParked, std::memory_order_relaxed, std::memory_order_relaxed)) {
       waiters_.push_back(&w);
       detail::park(w, &lock_, detail::TimerHeap::kNever);
+      // Woken by the unlock, which ends the donation after it wakes us: we
+      // may have preempted the holder on our CPU first (a woken sleeper
+      // goes ahead of the thread that woke it), and its own processor would
+      // then wait for our time slice to end. Re-pin it ourselves; the flag's
+      // exchange lets one of us do it.
+      if (donor) donor->end_donation(*h);
       return;
     }
   }
