@@ -14,15 +14,20 @@
 //     ShimMode::on every activation's on-CPU state is a word the kernel
 //     keeps (shim/run_state.hpp); a waiter reads it with a few loads, the
 //     way a paravirtualised guest's spinlock reads vcpu_is_preempted().
-//   - A waiter spins only while the holder's activation is Running. When it
-//     is Preempted (or Sleeping in the kernel) the waiter recovers:
+//   - A waiter spins while the holder's activation is Running, or has been
+//     off its CPU for less than 50 µs (most preemptions are that short: a
+//     wake-up of the sysmon, a kworker; a CPU hog's time slice is
+//     milliseconds). When it is Preempted (or Sleeping in the kernel) for
+//     longer, the waiter recovers:
 //       1. If its VProc has nothing else to run, it donates its CPU: the shim
 //          pins the holder activation to the waiter's CPU (the kernel
 //          migrates a runnable thread at once) and marks it donated.
 //       2. It parks its fiber on the lock (bit kParked), so its VProc runs
 //          other fibers, or goes idle and leaves the CPU to the holder.
 //       3. unlock() sees kParked and wakes the parked waiters, and, if the
-//          holder was donated a CPU, re-pins it to its own processor's CPU.
+//          holder was donated a CPU, then re-pins it to its own processor's
+//          CPU. A donor woken first (it may preempt the holder on the
+//          donated CPU) re-pins the holder itself.
 //   - A fiber holding an sa::Spinlock is in a critical section
 //     (detail::tl_critical_depth): the runtime never deschedules it, and
 //     the outermost section runs as runtime code (activation Running), so
@@ -42,7 +47,8 @@
 //     either the unlock sees the flag and re-pins itself, or the donor sees
 //     the lock released or re-taken and ends the donation itself
 //     (Shim::end_donation clears the flag with one exchange: one of them
-//     re-pins, never both, never neither).
+//     re-pins, never both, never neither; the woken donor's own call is one
+//     more contender for the same exchange).
 //   - Parking cannot miss its wake-up: the waiter sets kParked with a CAS
 //     that succeeds only while the lock is held, under the lock's wait-list
 //     lock, and links itself before releasing that lock (waiter.hpp's park
