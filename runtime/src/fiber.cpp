@@ -91,7 +91,8 @@ void complete(FiberCtl* f) noexcept {
   // The fiber's own code is over: it no longer counts as alive. (What is
   // left, the switch away and post_exit, ends before the VProc's activation
   // can exit, which the runtime's shutdown waits for.)
-  f->core->live.fetch_sub(1, std::memory_order_release);
+  VProc* vp = current_vproc();
+  f->core->count_finish(vp && &vp->core == f->core ? vp : nullptr);
   f->join_lock.lock();
   f->done.store(1, std::memory_order_release);
   Waiter* joiner = std::exchange(f->joiner, nullptr);
@@ -124,12 +125,12 @@ FiberCtl* launch(RuntimeCore& core, SpawnOptions options, FiberCtl* ctl) {
     throw std::invalid_argument("sa::spawn: SpawnOptions::vproc " + std::to_string(options.vproc) +
                                 " is not a VProc index (the runtime has " + std::to_string(core.size()) + ")");
   }
+  VProc* vp = current_vproc();
+  if (vp && &vp->core != &core) vp = nullptr;  // a fiber of another runtime: from outside this one
   ctl->core = &core;
-  ctl->id = core.next_fiber_id();
+  ctl->id = core.next_fiber_id(vp);
   if (options.vproc >= 0) ctl->home = &core.vproc(options.vproc);
-  core.live.fetch_add(1, std::memory_order_relaxed);
-  core.spawned.fetch_add(1, std::memory_order_relaxed);
-  if (VProc* vp = current_vproc(); vp && &vp->core == &core) count(vp->counters.spawns);
+  core.count_spawn(vp);  // before the fiber can run (and end): live_fibers()
   core.start(ctl);
   return ctl;
 }

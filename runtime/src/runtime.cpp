@@ -128,8 +128,8 @@ Stats Runtime::stats() const {
                      .handoffs_by_monitor = k.handoffs_by_monitor,
                      .handoffs_by_sysmon = k.handoffs_by_sysmon,
                      .handoffs_by_fault_server = k.handoffs_by_fault_server};
-  s.fibers_spawned = core_->spawned.load(std::memory_order_relaxed);
-  s.fibers_live = core_->live.load(std::memory_order_relaxed);
+  s.fibers_spawned = core_->spawned_fibers();
+  s.fibers_live = core_->live_fibers();
   return s;
 }
 

@@ -115,9 +115,8 @@ RuntimeCore::~RuntimeCore() {
   }
   // Detached fibers that are finishing (their last wg.done() already
   // released the main fiber) get a moment.
-  for (int i = 0; i < 500 && live.load(std::memory_order_acquire) > 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (int64_t n = live.load(std::memory_order_acquire); n > 0) {
+  for (int i = 0; i < 500 && live_fibers() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (int64_t n = live_fibers(); n > 0) {
     std::fprintf(stderr,
                  "sa: Runtime destroyed while %lld fiber(s) are still alive (parked or running); "
                  "join them, or let them return, before the Runtime goes out of scope\n",
@@ -277,6 +276,44 @@ void RuntimeCore::start(FiberCtl* f) noexcept {
   if (vp && &vp->core == this) vp->runq.push_next(f, global);
   else global.push(f);
   wake_idle();
+}
+
+uint64_t RuntimeCore::next_fiber_id(VProc* vp) noexcept {
+  constexpr uint64_t kIdBlock = 256;
+  if (!vp) return next_id_.fetch_add(1, std::memory_order_relaxed);
+  if (vp->next_id == vp->id_block_end) {
+    vp->next_id = next_id_.fetch_add(kIdBlock, std::memory_order_relaxed);
+    vp->id_block_end = vp->next_id + kIdBlock;
+  }
+  return vp->next_id++;
+}
+
+void RuntimeCore::count_spawn(VProc* vp) noexcept {
+  if (vp) count(vp->counters.spawns);
+  else outside_spawns_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void RuntimeCore::count_finish(VProc* vp) noexcept {
+  // release: live_fibers() that sees this end sees the fiber's spawn.
+  if (vp) {
+    std::atomic<uint64_t>& c = vp->counters.finished;
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  } else {
+    outside_finished_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+uint64_t RuntimeCore::spawned_fibers() const noexcept {
+  uint64_t n = outside_spawns_.load(std::memory_order_acquire);
+  for (const auto& v : vprocs_) n += v->counters.spawns.load(std::memory_order_acquire);
+  return n;
+}
+
+int64_t RuntimeCore::live_fibers() const noexcept {
+  // Ends first (acquire), then spawns: see the header.
+  uint64_t ended = outside_finished_.load(std::memory_order_acquire);
+  for (const auto& v : vprocs_) ended += v->counters.finished.load(std::memory_order_acquire);
+  return static_cast<int64_t>(spawned_fibers() - ended);
 }
 
 bool RuntimeCore::claim(VProc& v) noexcept {

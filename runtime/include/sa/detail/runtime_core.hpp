@@ -76,13 +76,28 @@ class RuntimeCore final : public shim::UpcallHandler {
   VProc& vproc(int i) noexcept { return *vprocs_[static_cast<size_t>(i)]; }
   shim::Shim& shim() noexcept { return *shim_; }
 
-  uint64_t next_fiber_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  // next_fiber_id() is a new fiber id, unique in this runtime; `vp` is the
+  // caller's VProc of this runtime (ids come a block at a time from it) or
+  // null (outside the runtime: one at a time).
+  uint64_t next_fiber_id(VProc* vp) noexcept;
+  // Spawns and ends of fibers, for the shutdown check and stats(): counted
+  // per VProc (VProcCounters::spawns and ::finished; a count shared by all
+  // was one more line bounced between VProcs at every spawn and end), and
+  // here for the spawns and ends outside any VProc.
+  void count_spawn(VProc* vp) noexcept;
+  void count_finish(VProc* vp) noexcept;
+  // spawned_fibers() is how many fibers were spawned so far.
+  uint64_t spawned_fibers() const noexcept;
+  // live_fibers() is how many fibers were spawned and have not finished:
+  // at least the number alive when it was called (never fewer, so a
+  // shutdown that finds 0 has none left). It reads every end count first,
+  // then every spawn count: a fiber's spawn is counted before it can run,
+  // so the spawn of every end it saw is in the sum.
+  int64_t live_fibers() const noexcept;
 
   GlobalQueue global;
   std::atomic<int32_t> nsearching{0};  // VProcs awake and looking for work
   std::atomic<int32_t> nsleeping{0};   // VProcs in idle steps 1-4
-  std::atomic<int64_t> live{0};        // fibers spawned and not yet finished
-  std::atomic<uint64_t> spawned{0};
 
  private:
   bool claim(VProc& v) noexcept;
@@ -100,6 +115,8 @@ class RuntimeCore final : public shim::UpcallHandler {
   std::thread slicer_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> outside_spawns_{0};    // spawns from threads outside the runtime
+  std::atomic<uint64_t> outside_finished_{0};  // ends counted outside any VProc (unstarted fibers failed there)
   std::atomic<uint32_t> wake_start_{0};
 };
 

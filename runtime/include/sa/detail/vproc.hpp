@@ -82,6 +82,9 @@ struct VProcCounters {
   std::atomic<uint64_t> spin_recoveries{0};  // Spinlock waits on a holder not on a CPU
   std::atomic<uint64_t> spin_donations{0};   // ... that gave the holder this CPU
   std::atomic<uint64_t> slice_yields{0};     // maybe_yield() calls that yielded: the slice ran out
+  // Fibers whose code ended here (complete()); stored with release, so that
+  // RuntimeCore::live_fibers() can pair it with `spawns` (see there).
+  std::atomic<uint64_t> finished{0};
   // Written by the shim's monitor thread (fetch_add), not the owner.
   std::atomic<uint64_t> preemptions{0};
 };
@@ -175,6 +178,11 @@ class VProc {
   alignas(64) std::atomic<uint32_t> idle{static_cast<uint32_t>(IdleState::Awake)};
   std::vector<int> steal_order;
   alignas(64) VProcCounters counters;
+  // Fiber ids handed out here, a block at a time from the runtime's
+  // counter (a shared counter bumped by every spawn bounced its line
+  // between the spawning VProcs). Owner only.
+  uint64_t next_id = 0;
+  uint64_t id_block_end = 0;
   // Attention: what other threads need this VProc to notice at its next
   // switch, folded into one word so that yield() and pick_local() test it
   // with one load: kAttnRevoked (revoke() sets it after `revoked`,
