@@ -11,6 +11,9 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
+#include <vector>
+#include <mutex>
 
 #include "test_support.hpp"
 
@@ -131,6 +134,59 @@ TEST_CASE("fiber ids are unique") {
     }
     CHECK(ids.size() == 1000);
   });
+}
+
+TEST_CASE("ids stay unique and spawns and ends are counted whichever VProc or thread spawns and ends them") {
+  // Ids come in blocks per VProc, and spawns and ends are counted where
+  // they happen: fibers spawned on each VProc (some bound to the other, so
+  // they end there) and from a thread outside, all alive at once, then all
+  // ended.
+  sa_test::Watchdog wd{std::chrono::seconds(30), "ids and counts across VProcs"};
+  sa::Runtime rt{{.vprocs = 2}};
+  constexpr int kPerSpawner = 600;
+  constexpr int kOutside = 300;
+  constexpr int kFibers = 2 * kPerSpawner + kOutside;
+  sa::Event go;
+  sa::Mutex m;
+  std::vector<sa::FiberId> ids;
+  auto body = [&] {
+    go.wait();
+    std::lock_guard g(m);
+    ids.push_back(sa::this_fiber::id());
+  };
+  int64_t live_before_go = 0;
+  rt.run([&] {
+    std::vector<sa::Fiber> all;
+    std::mutex all_lock;  // the spawners and the outside thread add to `all`
+    std::thread outside([&] {
+      for (int i = 0; i < kOutside; ++i) {
+        sa::Fiber f = rt.spawn(body);
+        std::lock_guard g(all_lock);
+        all.push_back(std::move(f));
+      }
+    });
+    std::vector<sa::Fiber> spawners;
+    for (int vp = 0; vp < 2; ++vp)
+      spawners.push_back(sa::spawn(sa::SpawnOptions{.vproc = vp}, [&, vp] {
+        for (int i = 0; i < kPerSpawner; ++i) {
+          sa::Fiber f = i % 3 == 0 ? sa::spawn(sa::SpawnOptions{.vproc = 1 - vp}, body) : sa::spawn(body);
+          std::lock_guard g(all_lock);
+          all.push_back(std::move(f));
+        }
+      }));
+    for (auto& s : spawners) s.join();
+    outside.join();
+    // All parked on `go`, besides this main fiber.
+    live_before_go = rt.stats().fibers_live;
+    go.set();
+    for (auto& f : all) f.join();
+  });
+  CHECK(live_before_go >= kFibers + 1);
+  const auto s = rt.stats();
+  CHECK(s.fibers_spawned == static_cast<uint64_t>(kFibers) + 3);  // + the main fiber and the two spawners
+  CHECK(s.fibers_live == 0);
+  CHECK(ids.size() == static_cast<size_t>(kFibers));
+  CHECK(std::set<sa::FiberId>(ids.begin(), ids.end()).size() == static_cast<size_t>(kFibers));
 }
 
 TEST_CASE("100k fibers spawn and join with an exact count") {
