@@ -537,27 +537,32 @@ bool Shim::donate(Activation& holder) noexcept {
   // The holder may have unlocked and re-pinned itself between our store and
   // our sched_setaffinity: then the flag is gone and the pin above is ours
   // to undo.
-  if (!holder.donated.load(std::memory_order_seq_cst)) {
-    const int own = cpu_of(holder.vproc.load(std::memory_order_relaxed));
-    if (own >= 0) {
-      CPU_ZERO(&set);
-      CPU_SET(own, &set);
-      ::sched_setaffinity(holder.tid(), sizeof set, &set);
-    }
-  }
+  if (!holder.donated.load(std::memory_order_seq_cst)) pin_home(holder);
   n_donations_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
 void Shim::end_donation(Activation& a) noexcept {
-  if (!a.donated.exchange(false, std::memory_order_seq_cst)) return;
-  const int cpu = cpu_of(a.vproc.load(std::memory_order_relaxed));
-  if (cpu < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  ::sched_setaffinity(a.tid(), sizeof set, &set);
-  a.forget_pin();  // a pin() of its own may have raced with ours
+  if (a.donated.exchange(false, std::memory_order_seq_cst)) pin_home(a);
+}
+
+void Shim::pin_home(Activation& a) noexcept {
+  // From another thread, `a` may move to another processor meanwhile (it
+  // unlocks, blocks, is held and handed processor j, and pins itself to j's
+  // CPU): a pin computed from the processor it had would then undo that.
+  // So look again after the pin, and pin again if it moved.
+  for (int vp = a.vproc.load(std::memory_order_seq_cst);;) {
+    const int cpu = cpu_of(vp);
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ::sched_setaffinity(a.tid(), sizeof set, &set);
+    a.forget_pin();  // a pin() of its own may have raced with ours
+    const int now = a.vproc.load(std::memory_order_seq_cst);
+    if (now == vp) return;
+    vp = now;
+  }
 }
 
 Activation* Shim::take_held(int vp) noexcept {

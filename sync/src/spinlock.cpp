@@ -55,15 +55,20 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
   detail::RuntimeSection section;
   detail::VProc* vp = detail::current_vproc();
   if (vp && vp->in_fiber()) detail::count(vp->counters.spin_recoveries);
-  // Step 1: nothing else to run here: give our CPU to the holder.
+  // Step 1: nothing else to run here: give our CPU to the holder (one of
+  // our runtime's activations: processors and CPUs are the shim's).
   shim::Shim* donor = nullptr;
-  if (vp && state == shim::CpuState::Preempted && !vp->has_work() && vp->core.shim().donate(*h)) {
+  if (vp && state == shim::CpuState::Preempted && h->shim == &vp->core.shim() && !vp->has_work() &&
+      vp->core.shim().donate(*h)) {
     donor = &vp->core.shim();
     if (vp->in_fiber()) detail::count(vp->counters.spin_donations);
     // seq_cst: after the store of `donated` (design comment). Released or
-    // passed on before the holder could see the flag: end it ourselves.
-    if (state_.load(std::memory_order_seq_cst) == 0 || holder_activation_.load(std::memory_order_seq_cst) != h)
+    // passed on before the holder could see the flag: end it ourselves
+    // (and not again after our park: the flag may be another donor's then).
+    if (state_.load(std::memory_order_seq_cst) == 0 || holder_activation_.load(std::memory_order_seq_cst) != h) {
       donor->end_donation(*h);
+      donor = nullptr;
+    }
   }
   // Step 2: park until the next unlock, if the lock is still held.
   detail::Waiter w;

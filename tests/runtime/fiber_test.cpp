@@ -157,7 +157,7 @@ TEST_CASE("ids stay unique and spawns and ends are counted whichever VProc or th
   int64_t live_before_go = 0;
   rt.run([&] {
     std::vector<sa::Fiber> all;
-    std::mutex all_lock;  // the spawners and the outside thread add to `all`
+    sa::Mutex all_lock;  // the spawners and the outside thread add to `all`
     std::thread outside([&] {
       for (int i = 0; i < kOutside; ++i) {
         sa::Fiber f = rt.spawn(body);

@@ -414,6 +414,9 @@ class Shim {
   // moved it; the first caller after a donation does it. Any thread; never
   // blocks.
   void end_donation(Activation& a) noexcept;
+  // pin_home() pins `a` to its own processor's CPU from any thread, again
+  // if `a` changes processor meanwhile. Never blocks.
+  void pin_home(Activation& a) noexcept;
   // request_safe_point() asks the activation running processor `vp` to reach
   // a safe point soon (processor revocation, issue 5): it tgkill()s it with
   // kSafePointSignal(), whose handler only sets the activation's
