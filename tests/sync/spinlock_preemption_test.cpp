@@ -11,7 +11,9 @@
 #include <functional>
 #include <mutex>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu_hogs.hpp"
 #include "test_support.hpp"
@@ -134,7 +136,9 @@ TEST_CASE("a waiter donates its CPU to a preempted holder, which then finishes")
   // critical section: on its own CPU it is preempted nearly all the time. It
   // finishes promptly only if a waiter gives it VProc 1's CPU.
   sa_hogs::CpuHogs hog{1, {rt.stats().vprocs[0].cpu}};
-  const long n = holder_and_waiter(rt, [] {
+  pid_t holder_tid = 0;
+  const long n = holder_and_waiter(rt, [&] {
+    holder_tid = static_cast<pid_t>(::syscall(SYS_gettid));
     sched_param idle{};
     SA_FIBER_CHECK(::sched_setscheduler(0, SCHED_IDLE, &idle) == 0);
     burn(20ms);  // about 1.5 s of wall time at SCHED_IDLE beside the hog
@@ -146,6 +150,14 @@ TEST_CASE("a waiter donates its CPU to a preempted holder, which then finishes")
   const auto s = rt.stats();
   CHECK(s.total().spin_donations >= 1);
   CHECK(s.shim.donations >= 1);
+  // Every donation ends (by the unlock, or by the woken donor) before both
+  // fibers are joined: the holder's activation is pinned to its own CPU
+  // again, not left on the donor's.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(::sched_getaffinity(holder_tid, sizeof set, &set) == 0);
+  CHECK(CPU_COUNT(&set) == 1);
+  CHECK(CPU_ISSET(s.vprocs[0].cpu, &set));
 }
 
 TEST_CASE("spinlock stress: exact count with CPU hogs preempting the activations") {
