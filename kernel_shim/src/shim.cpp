@@ -552,7 +552,7 @@ void Shim::pin_home(Activation& a) noexcept {
   // CPU): a pin computed from the processor it had would then undo that.
   // So look again after the pin, and pin again if it moved.
   for (int vp = a.vproc.load(std::memory_order_seq_cst);;) {
-    const int cpu = cpu_of(vp);
+    const int cpu = vp < 0 ? -1 : cpu_of(vp);
     if (cpu < 0) return;
     cpu_set_t set;
     CPU_ZERO(&set);

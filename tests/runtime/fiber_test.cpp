@@ -7,13 +7,13 @@
 #include <atomic>
 #include <cfenv>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
-#include <mutex>
 
 #include "test_support.hpp"
 
