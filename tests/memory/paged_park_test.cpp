@@ -64,6 +64,29 @@ void check_killed_by_sigbus(const sa_test::ChildResult& r) {
 
 const char* shim_name(sa::ShimMode m) { return m == sa::ShimMode::on ? "shim on" : "shim off"; }
 
+// install_sigbus_handler() makes `handler` the SIGBUS action (empty sa_mask).
+void install_sigbus_handler(void (*handler)(int), int flags = 0) {
+  struct sigaction sa = {};
+  sa.sa_handler = handler;
+  sa.sa_flags = flags;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGBUS, &sa, nullptr);
+}
+
+// run_to_sigbus() runs `body` in a child process that a SIGBUS must kill
+// within 20 s, and checks that it did (check_killed_by_sigbus).
+sa_test::ChildResult run_to_sigbus(const std::function<void()>& body) {
+  auto r = sa_test::run_in_child(
+      [&] {
+        body();
+        std::_Exit(0);
+      },
+      20s);
+  INFO(r.err);
+  check_killed_by_sigbus(r);
+  return r;
+}
+
 // run_to_end() runs `body` in a child process that exits 0 if no fiber
 // check failed, and checks that it got there within 20 s.
 sa_test::ChildResult run_to_end(const std::function<void()>& body) {
@@ -309,12 +332,7 @@ TEST_CASE("PagedRegion park_fiber: other SIGBUSes reach the handler installed be
   auto r = run_to_end([] {
     sa::Runtime rt{{.vprocs = 2}};
     rt.run([] {
-      auto install_user_handler = [] {
-        struct sigaction sa = {};
-        sa.sa_handler = user_sigbus;
-        sigemptyset(&sa.sa_mask);
-        ::sigaction(SIGBUS, &sa, nullptr);
-      };
+      auto install_user_handler = [] { install_sigbus_handler(user_sigbus); };
       auto touch_all = [](const sa::PagedRegion& region) {
         for (std::size_t p = 0; p < region.pages(); ++p) SA_FIBER_CHECK(page_ok(region, p));
       };
@@ -360,27 +378,23 @@ TEST_CASE("PagedRegion park_fiber: a handler that passes SIGBUS back to sa's end
   // again in front (a later region): a SIGBUS that is not a fault goes
   // sa -> chaining -> sa, which must not call the chaining handler again
   // (for ever, until its stack overflowed) but take the default action.
-  auto r = sa_test::run_in_child(
-      [] {
-        sa::Runtime rt{{.vprocs = 1}};
-        rt.run([] {
-          sa::PagedRegion first({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
-          struct sigaction sa = {};
-          sa.sa_sigaction = chaining_sigbus;
-          sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-          sigemptyset(&sa.sa_mask);
-          ::sigaction(SIGBUS, &sa, &g_chained_to);
-          sa::PagedRegion second({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
-          SA_FIBER_CHECK(page_ok(second, 0));  // sa's handler is in front again
-          std::fprintf(stderr, "raising\n");
-          ::raise(SIGBUS);
-          std::fprintf(stderr, "survived a SIGBUS whose default action kills\n");
-        });
-        std::_Exit(0);
-      },
-      20s);
+  auto r = run_to_sigbus([] {
+    sa::Runtime rt{{.vprocs = 1}};
+    rt.run([] {
+      sa::PagedRegion first({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+      struct sigaction sa = {};
+      sa.sa_sigaction = chaining_sigbus;
+      sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+      sigemptyset(&sa.sa_mask);
+      ::sigaction(SIGBUS, &sa, &g_chained_to);
+      sa::PagedRegion second({.size = sys_page(), .pager = fill_page, .fault_mode = kPark});
+      SA_FIBER_CHECK(page_ok(second, 0));  // sa's handler is in front again
+      std::fprintf(stderr, "raising\n");
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "survived a SIGBUS whose default action kills\n");
+    });
+  });
   INFO(r.err);
-  check_killed_by_sigbus(r);
   CHECK(contains(r.err, "raising"));
   CHECK(contains(r.err, "chaining handler ran"));
   CHECK_FALSE(contains(r.err, "stack overflow"));
@@ -434,28 +448,19 @@ TEST_CASE("PagedRegion park_fiber: a handler installed before sa's (no SA_NODEFE
   // The kernel would block SIGBUS while such a handler runs; a fault on a
   // park_fiber page would then kill the process. pass_on() leaves SIGBUS
   // unblocked, so the fault inside the handler is served like any other.
-  auto r = sa_test::run_in_child(
-      [] {
-        struct sigaction sa = {};
-        sa.sa_handler = sigbus_reading_region;
-        sigemptyset(&sa.sa_mask);
-        ::sigaction(SIGBUS, &sa, nullptr);
-        sa::Runtime rt{{.vprocs = 1}};
-        rt.run([] {
-          sa::PagedRegion region({.size = 2 * sys_page(), .pager = fill_page, .fault_mode = kPark});
-          SA_FIBER_CHECK(page_ok(region, 0));  // sa's handler in front; page 1 still unloaded
-          g_region_for_handler = &region;
-          ::raise(SIGBUS);  // not a fault: passed on; the handler faults on page 1
-          std::fprintf(stderr, "handler read page 1: %d, faults served: %llu\n", g_handler_read_ok.load() ? 1 : 0,
-                       static_cast<unsigned long long>(region.stats().parked));
-        });
-        std::_Exit(sa_test::fiber_failures() == 0 ? 0 : 1);
-      },
-      20s);
+  auto r = run_to_end([] {
+    install_sigbus_handler(sigbus_reading_region);
+    sa::Runtime rt{{.vprocs = 1}};
+    rt.run([] {
+      sa::PagedRegion region({.size = 2 * sys_page(), .pager = fill_page, .fault_mode = kPark});
+      SA_FIBER_CHECK(page_ok(region, 0));  // sa's handler in front; page 1 still unloaded
+      g_region_for_handler = &region;
+      ::raise(SIGBUS);  // not a fault: passed on; the handler faults on page 1
+      std::fprintf(stderr, "handler read page 1: %d, faults served: %llu\n", g_handler_read_ok.load() ? 1 : 0,
+                   static_cast<unsigned long long>(region.stats().parked));
+    });
+  });
   INFO(r.err);
-  CHECK_FALSE(r.timed_out);
-  CHECK(r.exited);
-  CHECK(r.status == 0);
   CHECK(contains(r.err, "handler read page 1: 1, faults served: 2"));
 }
 
@@ -470,29 +475,21 @@ TEST_CASE("PagedRegion park_fiber: a handler installed before sa's with SA_RESET
   // As without sa: the first SIGBUS runs the handler and resets the action
   // to the default, so the second kills. sa's own handler stays in front:
   // faults in the region are still served in between.
-  auto r = sa_test::run_in_child(
-      [] {
-        struct sigaction sa = {};
-        sa.sa_handler = oneshot_sigbus;
-        sa.sa_flags = SA_RESETHAND;
-        sigemptyset(&sa.sa_mask);
-        ::sigaction(SIGBUS, &sa, nullptr);
-        sa::Runtime rt{{.vprocs = 1}};
-        rt.run([] {
-          sa::PagedRegion region({.size = 2 * sys_page(), .pager = fill_page, .fault_mode = kPark});
-          SA_FIBER_CHECK(page_ok(region, 0));
-          ::raise(SIGBUS);
-          std::fprintf(stderr, "first SIGBUS: handler ran %d times\n", g_oneshot_calls.load());
-          SA_FIBER_CHECK(page_ok(region, 1));
-          std::fprintf(stderr, "faults served: %llu\n", static_cast<unsigned long long>(region.stats().parked));
-          ::raise(SIGBUS);
-          std::fprintf(stderr, "survived a second SIGBUS\n");
-        });
-        std::_Exit(0);
-      },
-      20s);
+  auto r = run_to_sigbus([] {
+    install_sigbus_handler(oneshot_sigbus, SA_RESETHAND);
+    sa::Runtime rt{{.vprocs = 1}};
+    rt.run([] {
+      sa::PagedRegion region({.size = 2 * sys_page(), .pager = fill_page, .fault_mode = kPark});
+      SA_FIBER_CHECK(page_ok(region, 0));
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "first SIGBUS: handler ran %d times\n", g_oneshot_calls.load());
+      SA_FIBER_CHECK(page_ok(region, 1));
+      std::fprintf(stderr, "faults served: %llu\n", static_cast<unsigned long long>(region.stats().parked));
+      ::raise(SIGBUS);
+      std::fprintf(stderr, "survived a second SIGBUS\n");
+    });
+  });
   INFO(r.err);
-  check_killed_by_sigbus(r);
   CHECK(contains(r.err, "first SIGBUS: handler ran 1 times"));
   CHECK(contains(r.err, "faults served: 2"));
 }
