@@ -65,6 +65,7 @@ VProcStats Stats::total() const noexcept {
     t.fibers_run += v.fibers_run;
     t.fiber_parks += v.fiber_parks;
     t.fiber_wakes += v.fiber_wakes;
+    t.spin_wakeups += v.spin_wakeups;
     t.idle_sleeps += v.idle_sleeps;
     t.idle_wakeups += v.idle_wakeups;
     t.preemptions += v.preemptions;
@@ -90,6 +91,7 @@ Stats Runtime::stats() const {
         .fibers_run = get(c.fibers_run),
         .fiber_parks = get(c.fiber_parks),
         .fiber_wakes = get(c.fiber_wakes),
+        .spin_wakeups = get(c.spin_wakeups),
         .idle_sleeps = get(c.idle_sleeps),
         .idle_wakeups = get(c.idle_wakeups),
         .preemptions = get(c.preemptions),

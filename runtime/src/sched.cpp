@@ -3,6 +3,7 @@
 
 #include <sa/detail/runtime_core.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sched.h>
@@ -89,8 +90,14 @@ bool try_wake(Waiter* w, WaitState how) noexcept {
   uint32_t expected = static_cast<uint32_t>(WaitState::Waiting);
   // acq_rel: the woken side sees what the waker did before; the waker sees
   // the waiter's setup.
-  if (!w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel))
-    return false;
+  while (!w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel)) {
+    if (expected != static_cast<uint32_t>(WaitState::Spinning)) return false;
+    // A spinning fiber (park_spin, S3): the CAS is the whole wake-up. If
+    // it fails, the spinner went Waiting at S4 (its context is saved now):
+    // the next turn tries Waiting -> how and readies it.
+    if (w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel))
+      return true;
+  }
   // A timeout joins the back of the queue, so expired timers run in
   // deadline order; a notification runs next, for locality.
   if (f) ready(f, how != WaitState::TimedOut);
@@ -160,6 +167,65 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
   }
   // Resumed, perhaps on another VProc: `vp` is stale.
   if (timer.heap) timer.heap->disarm(&timer);
+  return w.load();
+}
+
+namespace {
+
+// post_park_spun: the far side of park_spin()'s switch (S4). The fiber
+// that parked is saved; leave Spinning for Waiting, or, if a waker came
+// first (it readied nothing), ready the fiber here.
+void post_park_spun(FiberCtl* prev, void* arg) noexcept {
+  std::atomic<uint32_t>& state = static_cast<Waiter*>(arg)->state;
+  uint32_t s = static_cast<uint32_t>(WaitState::Spinning);
+  // acq_rel: on success, a waker's later CAS sees the saved context (its
+  // ready() follows it); on failure, the fiber resumes after the waker's
+  // writes. `arg` is not touched after a success: the fiber may run then.
+  if (state.compare_exchange_strong(s, static_cast<uint32_t>(WaitState::Waiting), std::memory_order_acq_rel)) return;
+  ready(prev, s != static_cast<uint32_t>(WaitState::TimedOut));
+}
+
+// spin_ok() is true while `vp` may let a waiting fiber spin: nothing else
+// to run here and nothing that wants the loop (revocation, a held
+// activation, a slice mark). The caller checks the timers.
+bool spin_ok(const VProc* vp) noexcept {
+  return vp->inbox.empty() && vp->runq.empty() && vp->attention.load(std::memory_order_relaxed) == 0;
+}
+
+}  // namespace
+
+WaitState park_spin(Waiter& w, SpinLock* lock) noexcept {
+  if (tl_critical_depth > 0) critical_section_violation("waited (park)");
+  RuntimeSection section;
+  VProc* vp = current_vproc();
+  if (!vp || !vp->in_fiber() || vp->poller.load(std::memory_order_relaxed) || !spin_ok(vp))
+    return park(w, lock, TimerHeap::kNever);
+  const int64_t start = now_ns();
+  // A timer due within the spin ends it (checked once: only this VProc's
+  // fibers arm timers here, and none runs while we spin).
+  const int64_t until = std::min(start + kParkSpinNs, vp->timers.next_deadline());
+  if (until <= start) return park(w, lock, TimerHeap::kNever);
+  // S1. relaxed: the unlock (release) publishes it to the next waker.
+  w.state.store(static_cast<uint32_t>(WaitState::Spinning), std::memory_order_relaxed);
+  if (lock) lock->unlock();
+  // S2. A turn loads the state only; the clock and the VProc's queues are
+  // looked at every 8th (a clock read costs more than a turn here).
+  for (uint32_t turn = 1;; ++turn) {
+    // acquire: pairs with the waker's CAS, after its writes (a value).
+    const uint32_t s = w.state.load(std::memory_order_acquire);
+    if (s != static_cast<uint32_t>(WaitState::Spinning)) {
+      count(vp->counters.spin_wakeups);  // still this VProc: no switch yet
+      return static_cast<WaitState>(s);
+    }
+    SA_CPU_RELAX();
+    if (turn % 8 == 0 && (now_ns() >= until || !spin_ok(vp))) break;
+  }
+  // S4.
+  FiberCtl* self = vp->current;
+  self->set_state(FiberState::Running, FiberState::Parked);
+  count(vp->counters.fiber_parks);
+  vp->switch_from(self, &post_park_spun, &w);
+  // Resumed, perhaps on another VProc: `vp` is stale.
   return w.load();
 }
 

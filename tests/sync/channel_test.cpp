@@ -173,3 +173,42 @@ TEST_CASE("threads outside the runtime send to and receive from fibers") {
   echo.join();
   CHECK(sum == 2L * 1000L * 999L / 2);
 }
+
+TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken spinning or parked") {
+  // The replier waits 0-4 µs before each answer, so answers land inside the
+  // waiter's spin (park_spin: woken with no switch), around its end (the
+  // waker's CAS racing the switch away, S4) and after it (parked, readied
+  // through the inbox). Every value must come back once, in order; a wake-up
+  // lost in that race hangs the exchange until the watchdog fails it.
+  const auto shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  sa_test::Watchdog wd{30s, "bound channel exchange"};
+  sa::Runtime rt{{.vprocs = 2, .shim = shim}};
+  constexpr long kRounds = 20'000;
+  long wrong = 0;
+  rt.run([&] {
+    sa::Channel<long> ping{0}, pong{0};
+    sa::Fiber replier = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+      long turn = 0;
+      while (std::optional<long> v = ping.recv()) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(500 * (turn++ % 9));
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        pong.send(*v + 1);
+      }
+    });
+    sa::Fiber asker = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      for (long i = 0; i < kRounds; ++i) {
+        ping.send(i);
+        std::optional<long> r = pong.recv();
+        if (!r || *r != i + 1) ++wrong;
+      }
+      ping.close();
+    });
+    asker.join();
+    replier.join();
+  });
+  CHECK(wrong == 0);
+  const sa::VProcStats t = rt.stats().total();
+  CHECK(t.spin_wakeups > 0);  // some answers came within the spin
+  CHECK(t.fiber_parks > 0);   // and some after it
+}

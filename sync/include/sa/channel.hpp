@@ -16,6 +16,10 @@
 // fills the slot under the lock and wakes after releasing it. Channel waits
 // have no deadline, so a dequeued waiter is always woken by whoever dequeued
 // it. T's move constructor must not throw (it runs under the lock).
+// A waiting sender or receiver spins briefly before it parks, while its
+// VProc has nothing else to run (park_spin, waiter.hpp): a partner on
+// another CPU usually answers within that spin, and the exchange then
+// costs no switch.
 
 #include <cerrno>
 #include <cstddef>
@@ -64,7 +68,7 @@ class Channel {
     w.slot = &v;
     w.tag = 0;  // a receiver sets 1 when it took the value
     senders_.push_back(&w);
-    detail::park(w, &lock_, detail::TimerHeap::kNever);
+    detail::park_spin(w, &lock_);
     if (w.tag == 0) throw ChannelClosed();
   }
 
@@ -96,7 +100,7 @@ class Channel {
     RecvWait rw;
     rw.w.slot = &rw.value;
     receivers_.push_back(&rw.w);
-    detail::park(rw.w, &lock_, detail::TimerHeap::kNever);
+    detail::park_spin(rw.w, &lock_);
     return std::move(rw.value);  // empty if woken by close()
   }
 

@@ -76,6 +76,7 @@ struct VProcCounters {
   std::atomic<uint64_t> steals{0};
   std::atomic<uint64_t> fiber_parks{0};
   std::atomic<uint64_t> fiber_wakes{0};
+  std::atomic<uint64_t> spin_wakeups{0};  // park_spin() waits woken while spinning: no switch
   std::atomic<uint64_t> idle_sleeps{0};
   std::atomic<uint64_t> idle_wakeups{0};
   std::atomic<uint64_t> fibers_run{0};  // distinct dispatches from a queue

@@ -18,6 +18,27 @@
 //      the lock that step 2 released last.
 //   4. The fiber resumes, disarms its timer and, if it timed out, relocks and
 //      unlinks itself if still linked.
+//
+// Spin-then-park (park_spin(), runtime_core.hpp; folly's Baton and Linux's
+// adaptive mutexes do the same): a waiter whose VProc has nothing else to
+// run spins for a moment before it switches away, so that a wake-up from
+// another CPU during the spin costs no switch, no queue and no wake-up of a
+// VProc: the waker's CAS and the spinner's load are the whole exchange.
+//   S1. Under the object's lock, with the Waiter linked: state := Spinning;
+//       release the lock (which publishes the state to the next waker).
+//   S2. Spin while the state is Spinning, for at most kParkSpinNs, and
+//       only while this VProc has nothing else to do (its inbox, run queue
+//       and `attention`, looked at every few turns).
+//   S3. A waker's try_wake() CASes Spinning -> Notified and readies
+//       nothing: the spinner sees it in S2, or in S4.
+//   S4. The spin ended unwoken: the fiber parks (Parked) and switches away;
+//       on the far side of the switch, its context saved, CAS Spinning ->
+//       Waiting. Success: it is parked as in step 2 above, and a later
+//       try_wake() readies it. Failure: a waker came during the switch, so
+//       the far side readies the fiber itself (nobody else will).
+// A Spinning fiber is still Running: it holds its VProc, as any fiber
+// running code does, and no waker touches it, so a stale context is never
+// resumed.
 
 #include <atomic>
 #include <cstdint>
@@ -30,6 +51,7 @@ enum class WaitState : uint32_t {
   Waiting,   // linked in a wait list or about to be; nobody has woken it
   Notified,  // a notifier won the wake-up
   TimedOut,  // the deadline won
+  Spinning,  // as Waiting, but the fiber is still running (park_spin, S1-S4): a waker readies nothing
 };
 
 // current_fiber() is the fiber running on the calling thread, or null.
@@ -54,8 +76,9 @@ struct Waiter {
 };
 static_assert(sizeof(void*) != 8 || sizeof(Waiter) == 48, "Waiter's layout comment is out of date");
 
-// try_wake() moves `w` from Waiting to `how` and readies its fiber or wakes
-// its thread; false if someone else already did. Never blocks.
+// try_wake() moves `w` from Waiting (or Spinning) to `how` and readies its
+// fiber or wakes its thread (a Spinning fiber sees the change itself); false
+// if someone else already did. Never blocks.
 bool try_wake(Waiter* w, WaitState how = WaitState::Notified) noexcept;
 
 // An intrusive FIFO of Waiters; the owner's lock guards every call.
