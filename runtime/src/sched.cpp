@@ -87,16 +87,18 @@ bool try_wake(Waiter* w, WaitState how) noexcept {
   // and its Waiter go away. (The futex_wake below may then hit a dead stack
   // word: at worst a spurious wake-up, which every futex waiter tolerates.)
   FiberCtl* f = w->fiber;
-  uint32_t expected = static_cast<uint32_t>(WaitState::Waiting);
+  constexpr auto kWaiting = static_cast<uint32_t>(WaitState::Waiting);
+  constexpr auto kSpinning = static_cast<uint32_t>(WaitState::Spinning);
   // acq_rel: the woken side sees what the waker did before; the waker sees
   // the waiter's setup.
-  while (!w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel)) {
-    if (expected != static_cast<uint32_t>(WaitState::Spinning)) return false;
-    // A spinning fiber (park_spin, S3): the CAS is the whole wake-up. If
-    // it fails, the spinner went Waiting at S4 (its context is saved now):
-    // the next turn tries Waiting -> how and readies it.
-    if (w->state.compare_exchange_strong(expected, static_cast<uint32_t>(how), std::memory_order_acq_rel))
-      return true;
+  for (uint32_t s = kWaiting;;) {
+    if (w->state.compare_exchange_strong(s, static_cast<uint32_t>(how), std::memory_order_acq_rel)) break;
+    if (s != kSpinning) return false;  // woken already
+    // A spinning fiber (park_spin, S3): the CAS is the whole wake-up.
+    if (w->state.compare_exchange_strong(s, static_cast<uint32_t>(how), std::memory_order_acq_rel)) return true;
+    // The spinner went Waiting at S4 (its context is saved now): try
+    // again from Waiting, and ready it. Anything else: woken already.
+    if (s != kWaiting) return false;
   }
   // A timeout joins the back of the queue, so expired timers run in
   // deadline order; a notification runs next, for locality.
