@@ -16,10 +16,10 @@
 // fills the slot under the lock and wakes after releasing it. Channel waits
 // have no deadline, so a dequeued waiter is always woken by whoever dequeued
 // it. T's move constructor must not throw (it runs under the lock).
-// A waiting sender or receiver spins briefly before it parks, while its
-// VProc has nothing else to run (park_spin, waiter.hpp): a partner on
-// another CPU usually answers within that spin, and the exchange then
-// costs no switch.
+// A waiting sender or receiver bound to a VProc spins briefly before it
+// parks, while its VProc has nothing else to run (park_spin, waiter.hpp):
+// a partner on another CPU usually answers within that spin, and the
+// exchange then costs no switch.
 
 #include <cerrno>
 #include <cstddef>

@@ -192,8 +192,9 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 // park_spin() is park(w, lock, TimerHeap::kNever) that first spins, for at
 // most kParkSpinNs, while this VProc has nothing else to run, so that a
 // wake-up from another CPU in that time costs no switch (waiter.hpp, S1-S4).
-// It does not spin on a VProc with an I/O poller (the spin would delay its
-// completions) or outside the runtime. Blocks the fiber only.
+// Only a fiber bound to its VProc spins (an unbound one is better moved to
+// its waker's VProc); never on a VProc with an I/O poller (the spin would
+// delay its completions) nor outside the runtime. Blocks the fiber only.
 WaitState park_spin(Waiter& w, SpinLock* lock) noexcept;
 // How long park_spin() spins: a few cross-CPU round trips (a cache line
 // goes there and back in about 0.1 µs on the 2-vCPU VM; a fiber woken
