@@ -212,3 +212,27 @@ TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken
   CHECK(t.spin_wakeups > 0);  // some answers came within the spin
   CHECK(t.fiber_parks > 0);   // and some after it
 }
+
+TEST_CASE("unbound fibers never spin in a channel wait: they move to their waker's VProc instead") {
+  sa_test::Watchdog wd{30s, "unbound channel exchange"};
+  sa::Runtime rt{{.vprocs = 2}};
+  long wrong = 0;
+  rt.run([&] {
+    sa::Channel<long> ping{0}, pong{0};
+    sa::Fiber replier = sa::spawn([&] {
+      while (std::optional<long> v = ping.recv()) pong.send(*v + 1);
+    });
+    sa::Fiber asker = sa::spawn([&] {
+      for (long i = 0; i < 20'000; ++i) {
+        ping.send(i);
+        std::optional<long> r = pong.recv();
+        if (!r || *r != i + 1) ++wrong;
+      }
+      ping.close();
+    });
+    asker.join();
+    replier.join();
+  });
+  CHECK(wrong == 0);
+  CHECK(rt.stats().total().spin_wakeups == 0);
+}
