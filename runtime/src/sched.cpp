@@ -207,16 +207,15 @@ WaitState park_spin(Waiter& w, SpinLock* lock) noexcept {
   // 215 ns a round trip parking, 240-290 spinning).
   if (!vp || !vp->in_fiber() || !vp->current->home || vp->poller.load(std::memory_order_relaxed) || !spin_ok(vp))
     return park(w, lock, TimerHeap::kNever);
-  const int64_t start = now_ns();
-  // A timer due within the spin ends it (checked once: only this VProc's
-  // fibers arm timers here, and none runs while we spin).
-  const int64_t until = std::min(start + kParkSpinNs, vp->timers.next_deadline());
-  if (until <= start) return park(w, lock, TimerHeap::kNever);
   // S1. relaxed: the unlock (release) publishes it to the next waker.
   w.state.store(static_cast<uint32_t>(WaitState::Spinning), std::memory_order_relaxed);
   if (lock) lock->unlock();
   // S2. A turn loads the state only; the clock and the VProc's queues are
-  // looked at every 8th (a clock read costs more than a turn here).
+  // looked at every 8th turn, and the spin's end is set at the first of
+  // those looks: a clock read costs more than a turn here (about 35 ns, a
+  // vDSO read of kvm-clock), and a partner on another CPU often answers
+  // before it (bench/run ping_pong: about 130 ns one way).
+  int64_t until = 0;
   for (uint32_t turn = 1;; ++turn) {
     // acquire: pairs with the waker's CAS, after its writes (a value).
     const uint32_t s = w.state.load(std::memory_order_acquire);
@@ -225,7 +224,12 @@ WaitState park_spin(Waiter& w, SpinLock* lock) noexcept {
       return static_cast<WaitState>(s);
     }
     SA_CPU_RELAX();
-    if (turn % 8 == 0 && (now_ns() >= until || !spin_ok(vp))) break;
+    if (turn % 8 != 0) continue;
+    const int64_t now = now_ns();
+    // A due timer ends the spin too (its deadline read once: only this
+    // VProc's fibers arm timers here, and none runs while we spin).
+    if (until == 0) until = std::min(now + kParkSpinNs, vp->timers.next_deadline());
+    if (now >= until || !spin_ok(vp)) break;
   }
   // S4.
   FiberCtl* self = vp->current;
