@@ -196,7 +196,8 @@ bool spin_ok(const VProc* vp) noexcept {
 
 }  // namespace
 
-WaitState park_spin(Waiter& w, SpinLock* lock) noexcept {
+WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  if (deadline_ns != TimerHeap::kNever) return park(w, lock, deadline_ns);
   if (tl_critical_depth > 0) critical_section_violation("waited (park)");
   RuntimeSection section;
   VProc* vp = current_vproc();

@@ -20,7 +20,8 @@ bool Semaphore::acquire_slow(int64_t deadline_ns) noexcept {
     return true;
   }
   waiters_.list().push_back(&w);
-  if (detail::park(w, &waiters_.lock(), deadline_ns) == detail::WaitState::Notified) return true;  // handed a permit
+  // Handed a permit? (A bound fiber may spin first: park_spin.)
+  if (detail::park_spin(w, &waiters_.lock(), deadline_ns) == detail::WaitState::Notified) return true;
   waiters_.unlink(w);
   return false;
 }

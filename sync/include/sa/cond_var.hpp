@@ -70,7 +70,7 @@ class CondVar {
     waiters_.lock().lock();
     waiters_.list().push_back(&w);
     lock.unlock();  // with our lock held: a notifier cannot miss us
-    detail::WaitState s = detail::park(w, &waiters_.lock(), deadline_ns);
+    detail::WaitState s = detail::park_spin(w, &waiters_.lock(), deadline_ns);  // a bound fiber may spin first
     if (s == detail::WaitState::TimedOut) waiters_.unlink(w);
     lock.lock();
     return s == detail::WaitState::TimedOut ? std::cv_status::timeout : std::cv_status::no_timeout;

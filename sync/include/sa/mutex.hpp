@@ -4,7 +4,9 @@
 // Algorithm: Drepper's "mutex2" (Futexes Are Tricky, 2011) with the futex
 // replaced by a WaitQueue of fibers. state_ is 0 (unlocked), 1 (locked) or 2
 // (locked, maybe waiters). A contended lock() spins briefly (the holder may
-// be running on another VProc), then sets 2 and parks while the state is 2;
+// be running on another VProc), then sets 2 and parks while the state is 2
+// (a fiber bound to an otherwise idle VProc spins a moment more first:
+// detail::park_spin);
 // unlock() that finds 2 wakes one waiter, which competes again (barging: the
 // lock goes to whoever runs first, which keeps throughput up under contention;
 // a woken waiter retries with state 2 so it is never lost).

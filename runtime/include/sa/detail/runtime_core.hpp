@@ -189,13 +189,15 @@ void ready(FiberCtl* f, bool run_next = true) noexcept;
 // fiber it blocks the fiber only; outside the runtime it blocks the thread.
 WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 
-// park_spin() is park(w, lock, TimerHeap::kNever) that first spins, for at
-// most kParkSpinNs, while this VProc has nothing else to run, so that a
-// wake-up from another CPU in that time costs no switch (waiter.hpp, S1-S4).
-// Only a fiber bound to its VProc spins (an unbound one is better moved to
-// its waker's VProc); never on a VProc with an I/O poller (the spin would
-// delay its completions) nor outside the runtime. Blocks the fiber only.
-WaitState park_spin(Waiter& w, SpinLock* lock) noexcept;
+// park_spin() is park(w, lock, deadline_ns) for the waiters of
+// synchronisation objects (`lock` held by the caller): without a deadline it
+// first spins, for at most kParkSpinNs, while this VProc has nothing else to
+// run, so that a wake-up from another CPU in that time costs no switch
+// (waiter.hpp, S1-S4). Only a fiber bound to its VProc spins (an unbound one
+// is better moved to its waker's VProc); never on a VProc with an I/O poller
+// (the spin would delay its completions) nor outside the runtime. Blocks the
+// fiber only.
+WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns = TimerHeap::kNever) noexcept;
 // How long park_spin() spins: a few cross-CPU round trips (a cache line
 // goes there and back in about 0.1 µs on the 2-vCPU VM; a fiber woken
 // through the VProc's inbox takes 0.4-1.6 µs a round trip). Past it, the

@@ -22,7 +22,7 @@ class WaitQueue {
     }
     Waiter w;
     list_.push_back(&w);
-    WaitState s = park(w, &lock_, deadline_ns);
+    WaitState s = park_spin(w, &lock_, deadline_ns);  // a bound fiber may spin first
     if (s == WaitState::TimedOut) unlink(w);
     return s;
   }
