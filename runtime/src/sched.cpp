@@ -196,33 +196,34 @@ bool spin_ok(const VProc* vp) noexcept {
 
 }  // namespace
 
-WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
-  if (deadline_ns != TimerHeap::kNever) return park(w, lock, deadline_ns);
-  if (tl_critical_depth > 0) critical_section_violation("waited (park)");
-  RuntimeSection section;
+VProc* spin_eligible() noexcept {
   VProc* vp = current_vproc();
   // Only a bound fiber spins. An unbound one woken from another VProc
   // moves to its waker's (ready(): the waker's `next` slot), so two unbound
   // fibers that talk end up on one VProc, which beats any exchange between
   // CPUs; a spin would keep them apart (bench/run ping_pong, unbound: 180-
   // 215 ns a round trip parking, 240-290 spinning).
-  if (!vp || !vp->in_fiber() || !vp->current->home || vp->poller.load(std::memory_order_relaxed) || !spin_ok(vp))
-    return park(w, lock, TimerHeap::kNever);
-  // S1. relaxed: the unlock (release) publishes it to the next waker.
-  w.state.store(static_cast<uint32_t>(WaitState::Spinning), std::memory_order_relaxed);
-  if (lock) lock->unlock();
-  // S2. A turn loads the state only; the clock and the VProc's queues are
+  // A fiber holding an sa::Spinlock may not wait at all: it goes on to
+  // park(), which reports the misuse.
+  if (!vp || !vp->in_fiber() || !vp->current->home || tl_critical_depth > 0 ||
+      vp->poller.load(std::memory_order_relaxed) || !spin_ok(vp))
+    return nullptr;
+  return vp;
+}
+
+uint32_t spin_while(VProc* vp, const std::atomic<uint32_t>& word, uint32_t value) noexcept {
+  // A turn loads the word only; the clock and the VProc's queues are
   // looked at every 8th turn, and the spin's end is set at the first of
   // those looks: a clock read costs more than a turn here (about 35 ns, a
   // vDSO read of kvm-clock), and a partner on another CPU often answers
-  // before it (bench/run ping_pong: about 130 ns one way).
+  // before it (bench/run ping_pong: about 100 ns one way).
   int64_t until = 0;
   for (uint32_t turn = 1;; ++turn) {
-    // acquire: pairs with the waker's CAS, after its writes (a value).
-    const uint32_t s = w.state.load(std::memory_order_acquire);
-    if (s != static_cast<uint32_t>(WaitState::Spinning)) {
-      count(vp->counters.spin_wakeups);  // still this VProc: no switch yet
-      return static_cast<WaitState>(s);
+    // acquire: pairs with the waker's release, after its writes (a value).
+    const uint32_t s = word.load(std::memory_order_acquire);
+    if (s != value) {
+      count(vp->counters.spin_wakeups);
+      return s;
     }
     SA_CPU_RELAX();
     if (turn % 8 != 0) continue;
@@ -230,8 +231,22 @@ WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
     // A due timer ends the spin too (its deadline read once: only this
     // VProc's fibers arm timers here, and none runs while we spin).
     if (until == 0) until = std::min(now + kParkSpinNs, vp->timers.next_deadline());
-    if (now >= until || !spin_ok(vp)) break;
+    if (now >= until || !spin_ok(vp)) return value;
   }
+}
+
+WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept {
+  if (deadline_ns != TimerHeap::kNever) return park(w, lock, deadline_ns);
+  if (tl_critical_depth > 0) critical_section_violation("waited (park)");
+  RuntimeSection section;
+  VProc* vp = spin_eligible();
+  if (!vp) return park(w, lock, TimerHeap::kNever);
+  // S1. relaxed: the unlock (release) publishes it to the next waker.
+  w.state.store(static_cast<uint32_t>(WaitState::Spinning), std::memory_order_relaxed);
+  if (lock) lock->unlock();
+  // S2 (S3 is the waker's).
+  const auto spinning = static_cast<uint32_t>(WaitState::Spinning);
+  if (const uint32_t s = spin_while(vp, w.state, spinning); s != spinning) return static_cast<WaitState>(s);
   // S4.
   FiberCtl* self = vp->current;
   self->set_state(FiberState::Running, FiberState::Parked);

@@ -236,3 +236,77 @@ TEST_CASE("unbound fibers never spin in a channel wait: they move to their waker
   CHECK(wrong == 0);
   CHECK(rt.stats().total().spin_wakeups == 0);
 }
+
+namespace {
+
+// spin_ns() busy-waits about `ns`.
+void spin_ns(long ns) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+}  // namespace
+
+TEST_CASE("close ends the wait of a bound receiver in the channel's fast slot") {
+  // The receiver, bound to an idle VProc, waits in the fast slot (F1-F2);
+  // close() comes while it spins there in most rounds, after it parked in
+  // the rest. Either way recv() must return empty: a close that left the
+  // slot armed would leave the receiver parked for good (the watchdog).
+  sa_test::Watchdog wd{30s, "close during a fast-slot wait"};
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
+      for (int round = 0; round < 300; ++round) {
+        sa::Channel<int> ch{0};
+        std::atomic<bool> started{false};
+        sa::Fiber r = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+          started.store(true);
+          SA_FIBER_CHECK(!ch.recv().has_value());
+        });
+        while (!started.load()) {
+        }
+        spin_ns(300);
+        ch.close();
+        r.join();
+      }
+    });
+    driver.join();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+}
+
+TEST_CASE("a receiver whose fast-slot spin ran out keeps its place ahead of later receivers") {
+  // R1 (bound to VProc 1, idle) waits in the fast slot; R2 queues behind it
+  // while it spins, in most rounds; R1's spin then runs out and it parks at
+  // the front of the queue (F4). The first value must go to R1.
+  sa_test::Watchdog wd{30s, "fast-slot fallback order"};
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([] {
+    sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
+      for (int round = 0; round < 200; ++round) {
+        sa::Channel<int> ch{0};
+        std::atomic<bool> started{false};
+        int got1 = 0, got2 = 0;
+        sa::Fiber r1 = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
+          started.store(true);
+          got1 = ch.recv().value_or(-1);
+        });
+        while (!started.load()) {
+        }
+        spin_ns(300);
+        sa::Fiber r2 = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { got2 = ch.recv().value_or(-1); });
+        sa::this_fiber::yield();             // R2 runs here and queues
+        sa::this_fiber::sleep_for(100us);    // R1's spin runs out: it parks
+        ch.send(1);
+        ch.send(2);
+        r1.join();
+        r2.join();
+        SA_FIBER_CHECK(got1 == 1);
+        SA_FIBER_CHECK(got2 == 2);
+      }
+    });
+    driver.join();
+  });
+  CHECK(sa_test::fiber_failures() == 0);
+}

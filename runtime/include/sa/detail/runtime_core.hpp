@@ -198,6 +198,17 @@ WaitState park(Waiter& w, SpinLock* lock, int64_t deadline_ns) noexcept;
 // (the spin would delay its completions) nor outside the runtime. Blocks the
 // fiber only.
 WaitState park_spin(Waiter& w, SpinLock* lock, int64_t deadline_ns = TimerHeap::kNever) noexcept;
+// spin_eligible() is the calling fiber's VProc if the fiber may spin-wait
+// now (park_spin's conditions: bound, outside critical sections, on a VProc
+// with no poller and nothing else to run), else null. Call it in a
+// RuntimeSection.
+VProc* spin_eligible() noexcept;
+// spin_while() spins while `word` holds `value`, for at most kParkSpinNs
+// and while `vp` (from spin_eligible(), in the same RuntimeSection) has
+// nothing else to run, and returns the last value it read (acquire):
+// `value` if the spin ran out, else the change, which it counts in
+// spin_wakeups. Never blocks.
+uint32_t spin_while(VProc* vp, const std::atomic<uint32_t>& word, uint32_t value) noexcept;
 // How long park_spin() spins: a few cross-CPU round trips (a cache line
 // goes there and back in about 0.1 µs on the 2-vCPU VM; a fiber woken
 // through the VProc's inbox takes 0.4-1.6 µs a round trip). Past it, the

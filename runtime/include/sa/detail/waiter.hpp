@@ -38,7 +38,11 @@
 //       the far side readies the fiber itself (nobody else will).
 // A Spinning fiber is still Running: it holds its VProc, as any fiber
 // running code does, and no waker touches it, so a stale context is never
-// resumed.
+// resumed. Work queued where the spin does not look (the global queue,
+// other VProcs' run queues) waits at most kParkSpinNs for this VProc, as it
+// would beside a fiber computing: I2 is about idle VProcs, and this one is
+// not. Only bound fibers spin (park_spin says why), and never on a VProc
+// with an I/O poller, whose completions only its own polls reap.
 
 #include <atomic>
 #include <cstdint>
@@ -91,6 +95,15 @@ class WaitList {
     w->prev = tail_;
     if (tail_) tail_->next = w; else head_ = w;
     tail_ = w;
+    w->linked = true;
+  }
+  // push_front() queues `w` ahead of every waiter: one that was waiting
+  // before them elsewhere (Channel's fast slot).
+  void push_front(Waiter* w) noexcept {
+    w->prev = nullptr;
+    w->next = head_;
+    if (head_) head_->prev = w; else tail_ = w;
+    head_ = w;
     w->linked = true;
   }
   Waiter* pop_front() noexcept {
