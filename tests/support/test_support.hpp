@@ -122,4 +122,12 @@ class RunningSampler {
 // process_cpu_seconds() is user + system CPU time of this process.
 double process_cpu_seconds();
 
+// busy_for() spins for about `d` (think time, a short critical section):
+// the caller keeps its CPU and its VProc.
+inline void busy_for(std::chrono::nanoseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
 }  // namespace sa_test

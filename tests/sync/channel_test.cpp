@@ -4,6 +4,8 @@
 
 #include <sa/sa.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -190,9 +192,7 @@ TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken
     sa::Fiber replier = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
       long turn = 0;
       while (std::optional<long> v = ping.recv()) {
-        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(500 * (turn++ % 9));
-        while (std::chrono::steady_clock::now() < until) {
-        }
+        sa_test::busy_for(std::chrono::nanoseconds(500 * (turn++ % 9)));
         pong.send(*v + 1);
       }
     });
@@ -239,11 +239,20 @@ TEST_CASE("unbound fibers never spin in a channel wait: they move to their waker
 
 namespace {
 
-// spin_ns() busy-waits about `ns`.
-void spin_ns(long ns) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
-  while (std::chrono::steady_clock::now() < until) {
+// spawn_receiver() spawns `receive` bound to VProc 1 and returns its handle
+// about 300 ns after it starts: most often while it spins in the fast slot
+// (its VProc has nothing else to run).
+template <class F>
+sa::Fiber spawn_receiver(F receive) {
+  std::atomic<bool> started{false};
+  sa::Fiber f = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&started, receive]() mutable {
+    started.store(true);
+    receive();
+  });
+  while (!started.load()) {
   }
+  sa_test::busy_for(300ns);
+  return f;
 }
 
 }  // namespace
@@ -259,14 +268,7 @@ TEST_CASE("close ends the wait of a bound receiver in the channel's fast slot") 
     sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
       for (int round = 0; round < 300; ++round) {
         sa::Channel<int> ch{0};
-        std::atomic<bool> started{false};
-        sa::Fiber r = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
-          started.store(true);
-          SA_FIBER_CHECK(!ch.recv().has_value());
-        });
-        while (!started.load()) {
-        }
-        spin_ns(300);
+        sa::Fiber r = spawn_receiver([&] { SA_FIBER_CHECK(!ch.recv().has_value()); });
         ch.close();
         r.join();
       }
@@ -286,15 +288,8 @@ TEST_CASE("a receiver whose fast-slot spin ran out keeps its place ahead of late
     sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
       for (int round = 0; round < 200; ++round) {
         sa::Channel<int> ch{0};
-        std::atomic<bool> started{false};
         int got1 = 0, got2 = 0;
-        sa::Fiber r1 = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
-          started.store(true);
-          got1 = ch.recv().value_or(-1);
-        });
-        while (!started.load()) {
-        }
-        spin_ns(300);
+        sa::Fiber r1 = spawn_receiver([&] { got1 = ch.recv().value_or(-1); });
         sa::Fiber r2 = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { got2 = ch.recv().value_or(-1); });
         sa::this_fiber::yield();             // R2 runs here and queues
         sa::this_fiber::sleep_for(100us);    // R1's spin runs out: it parks

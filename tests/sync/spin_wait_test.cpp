@@ -17,13 +17,6 @@ namespace {
 
 constexpr long kRounds = 20'000;
 
-// busy() spins for about `ns`: a short critical section or think time.
-void busy(long ns) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
-  while (std::chrono::steady_clock::now() < until) {
-  }
-}
-
 // on_two_vprocs() runs a(i) bound to VProc 0 and b(i) bound to VProc 1 for
 // i < kRounds each, on a 2-VProc runtime, and returns its spin wake-ups.
 template <class A, class B>
@@ -52,7 +45,7 @@ TEST_CASE("bound fibers contending for a Mutex keep an exact count, and some wai
   auto side = [&](long) {
     std::lock_guard g(m);
     ++counter;
-    busy(300);  // long enough that the other side gets past lock_slow's spins and waits
+    sa_test::busy_for(300ns);  // long enough that the other side gets past lock_slow's spins and waits
   };
   const uint64_t spun = on_two_vprocs(shim, side, side);
   CHECK(counter == 2 * kRounds);
