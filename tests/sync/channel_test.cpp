@@ -255,6 +255,18 @@ sa::Fiber spawn_receiver(F receive) {
   return f;
 }
 
+// drive() runs `round` `rounds` times on a fiber bound to VProc 0 of a
+// 2-VProc runtime.
+template <class F>
+void drive(int rounds, F round) {
+  sa::Runtime rt{{.vprocs = 2}};
+  rt.run([&] {
+    sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+      for (int i = 0; i < rounds; ++i) round();
+    }).join();
+  });
+}
+
 }  // namespace
 
 TEST_CASE("close ends the wait of a bound receiver in the channel's fast slot") {
@@ -263,17 +275,11 @@ TEST_CASE("close ends the wait of a bound receiver in the channel's fast slot") 
   // the rest. Either way recv() must return empty: a close that left the
   // slot armed would leave the receiver parked for good (the watchdog).
   sa_test::Watchdog wd{30s, "close during a fast-slot wait"};
-  sa::Runtime rt{{.vprocs = 2}};
-  rt.run([] {
-    sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
-      for (int round = 0; round < 300; ++round) {
-        sa::Channel<int> ch{0};
-        sa::Fiber r = spawn_receiver([&] { SA_FIBER_CHECK(!ch.recv().has_value()); });
-        ch.close();
-        r.join();
-      }
-    });
-    driver.join();
+  drive(300, [] {
+    sa::Channel<int> ch{0};
+    sa::Fiber r = spawn_receiver([&] { SA_FIBER_CHECK(!ch.recv().has_value()); });
+    ch.close();
+    r.join();
   });
   CHECK(sa_test::fiber_failures() == 0);
 }
@@ -283,25 +289,19 @@ TEST_CASE("a receiver whose fast-slot spin ran out keeps its place ahead of late
   // while it spins, in most rounds; R1's spin then runs out and it parks at
   // the front of the queue (F4). The first value must go to R1.
   sa_test::Watchdog wd{30s, "fast-slot fallback order"};
-  sa::Runtime rt{{.vprocs = 2}};
-  rt.run([] {
-    sa::Fiber driver = sa::spawn(sa::SpawnOptions{.vproc = 0}, [] {
-      for (int round = 0; round < 200; ++round) {
-        sa::Channel<int> ch{0};
-        int got1 = 0, got2 = 0;
-        sa::Fiber r1 = spawn_receiver([&] { got1 = ch.recv().value_or(-1); });
-        sa::Fiber r2 = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { got2 = ch.recv().value_or(-1); });
-        sa::this_fiber::yield();             // R2 runs here and queues
-        sa::this_fiber::sleep_for(100us);    // R1's spin runs out: it parks
-        ch.send(1);
-        ch.send(2);
-        r1.join();
-        r2.join();
-        SA_FIBER_CHECK(got1 == 1);
-        SA_FIBER_CHECK(got2 == 2);
-      }
-    });
-    driver.join();
+  drive(200, [] {
+    sa::Channel<int> ch{0};
+    int got1 = 0, got2 = 0;
+    sa::Fiber r1 = spawn_receiver([&] { got1 = ch.recv().value_or(-1); });
+    sa::Fiber r2 = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] { got2 = ch.recv().value_or(-1); });
+    sa::this_fiber::yield();           // R2 runs here and queues
+    sa::this_fiber::sleep_for(100us);  // R1's spin runs out: it parks
+    ch.send(1);
+    ch.send(2);
+    r1.join();
+    r2.join();
+    SA_FIBER_CHECK(got1 == 1);
+    SA_FIBER_CHECK(got2 == 2);
   });
   CHECK(sa_test::fiber_failures() == 0);
 }
