@@ -176,27 +176,26 @@ TEST_CASE("threads outside the runtime send to and receive from fibers") {
   CHECK(sum == 2L * 1000L * 999L / 2);
 }
 
-TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken spinning or parked") {
-  // The replier waits 0-4 µs before each answer, so answers land inside the
-  // waiter's spin (park_spin: woken with no switch), around its end (the
-  // waker's CAS racing the switch away, S4) and after it (parked, readied
-  // through the inbox). Every value must come back once, in order; a wake-up
-  // lost in that race hangs the exchange until the watchdog fails it.
-  const auto shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
-  sa_test::Watchdog wd{30s, "bound channel exchange"};
-  sa::Runtime rt{{.vprocs = 2, .shim = shim}};
-  constexpr long kRounds = 20'000;
+namespace {
+
+// exchange() runs an asker and a replier over two rendezvous channels on
+// `rt` (both bound to VProcs 0 and 1 if `bound`, else free): the asker
+// sends 0..kRounds-1, the replier answers each v with v + 1 after
+// think(turn). Returns the answers that were wrong or missing.
+constexpr long kRounds = 20'000;
+template <class Think>
+long exchange(sa::Runtime& rt, bool bound, Think think) {
   long wrong = 0;
   rt.run([&] {
     sa::Channel<long> ping{0}, pong{0};
-    sa::Fiber replier = sa::spawn(sa::SpawnOptions{.vproc = 1}, [&] {
-      long turn = 0;
-      while (std::optional<long> v = ping.recv()) {
-        sa_test::busy_for(std::chrono::nanoseconds(500 * (turn++ % 9)));
+    auto on = [bound](int vp) { return sa::SpawnOptions{.vproc = bound ? vp : -1}; };
+    sa::Fiber replier = sa::spawn(on(1), [&] {
+      for (long turn = 0; std::optional<long> v = ping.recv(); ++turn) {
+        think(turn);
         pong.send(*v + 1);
       }
     });
-    sa::Fiber asker = sa::spawn(sa::SpawnOptions{.vproc = 0}, [&] {
+    sa::Fiber asker = sa::spawn(on(0), [&] {
       for (long i = 0; i < kRounds; ++i) {
         ping.send(i);
         std::optional<long> r = pong.recv();
@@ -207,7 +206,21 @@ TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken
     asker.join();
     replier.join();
   });
-  CHECK(wrong == 0);
+  return wrong;
+}
+
+}  // namespace
+
+TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken spinning or parked") {
+  // The replier waits 0-4 µs before each answer, so answers land inside the
+  // waiter's spin (park_spin: woken with no switch), around its end (the
+  // waker's CAS racing the switch away, S4) and after it (parked, readied
+  // through the inbox). Every value must come back once, in order; a wake-up
+  // lost in that race hangs the exchange until the watchdog fails it.
+  const auto shim = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
+  sa_test::Watchdog wd{30s, "bound channel exchange"};
+  sa::Runtime rt{{.vprocs = 2, .shim = shim}};
+  CHECK(exchange(rt, true, [](long turn) { sa_test::busy_for(std::chrono::nanoseconds(500 * (turn % 9))); }) == 0);
   const sa::VProcStats t = rt.stats().total();
   CHECK(t.spin_wakeups > 0);  // some answers came within the spin
   CHECK(t.fiber_parks > 0);   // and some after it
@@ -216,24 +229,7 @@ TEST_CASE("fibers bound to two VProcs exchange through rendezvous channels woken
 TEST_CASE("unbound fibers never spin in a channel wait: they move to their waker's VProc instead") {
   sa_test::Watchdog wd{30s, "unbound channel exchange"};
   sa::Runtime rt{{.vprocs = 2}};
-  long wrong = 0;
-  rt.run([&] {
-    sa::Channel<long> ping{0}, pong{0};
-    sa::Fiber replier = sa::spawn([&] {
-      while (std::optional<long> v = ping.recv()) pong.send(*v + 1);
-    });
-    sa::Fiber asker = sa::spawn([&] {
-      for (long i = 0; i < 20'000; ++i) {
-        ping.send(i);
-        std::optional<long> r = pong.recv();
-        if (!r || *r != i + 1) ++wrong;
-      }
-      ping.close();
-    });
-    asker.join();
-    replier.join();
-  });
-  CHECK(wrong == 0);
+  CHECK(exchange(rt, false, [](long) {}) == 0);
   CHECK(rt.stats().total().spin_wakeups == 0);
 }
 
