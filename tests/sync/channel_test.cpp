@@ -158,10 +158,12 @@ TEST_CASE("an unbounded channel never blocks the sender") {
 }
 
 TEST_CASE("threads outside the runtime send to and receive from fibers") {
+  // Bound, the fiber waits in to_fiber's fast slot (a thread fills it).
+  const int vproc = GENERATE(-1, 1);
   sa_test::Watchdog wd{30s, "outside channel"};
   sa::Runtime rt{{.vprocs = 2}};
   sa::Channel<int> to_fiber{0}, to_thread{0};
-  sa::Fiber echo = rt.spawn([&] {
+  sa::Fiber echo = rt.spawn(sa::SpawnOptions{.vproc = vproc}, [&] {
     while (auto v = to_fiber.recv()) to_thread.send(*v * 2);
     to_thread.close();
   });
