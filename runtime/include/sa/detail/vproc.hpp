@@ -10,7 +10,10 @@
 //   3. Still nothing: go idle with the protocol below.
 // A fiber that parks or yields switches straight to the next local fiber
 // (no trip through the loop); only when it finds none does it switch to the
-// loop's context.
+// loop's context. A bound fiber that waits while nothing else is ready here
+// first spins for up to kParkSpinNs on its own wait (park_spin, waiter.hpp):
+// a wake-up from another VProc in that time needs neither the inbox nor the
+// loop.
 //
 // Idle protocol (cannot lose a wakeup; I2):
 //   Sleeper (VProc v):
