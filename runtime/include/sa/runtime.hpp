@@ -69,7 +69,7 @@ struct VProcStats {
   uint64_t fibers_run = 0;    // fibers taken from a queue and run
   uint64_t fiber_parks = 0;   // fibers that waited (sync, sleep, join)
   uint64_t fiber_wakes = 0;   // fibers readied onto this VProc
-  uint64_t spin_wakeups = 0;  // waits (Channel) woken while their fiber spun before parking: no switch
+  uint64_t spin_wakeups = 0;  // waits of bound fibers (Channel, Mutex, CondVar, ...) woken while they spun before parking: no switch
   uint64_t idle_sleeps = 0;   // times the VProc slept in the kernel
   uint64_t idle_wakeups = 0;  // times it was woken for new work
   uint64_t preemptions = 0;   // ShimMode::on: kernel preemptions of its activation seen

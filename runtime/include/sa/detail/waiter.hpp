@@ -28,7 +28,8 @@
 //       release the lock (which publishes the state to the next waker).
 //   S2. Spin while the state is Spinning, for at most kParkSpinNs, and
 //       only while this VProc has nothing else to do (its inbox, run queue
-//       and `attention`, looked at every few turns).
+//       and `attention`, looked at every 8th turn) and no timer of its own
+//       falls due.
 //   S3. A waker's try_wake() CASes Spinning -> Notified and readies
 //       nothing: the spinner sees it in S2, or in S4.
 //   S4. The spin ended unwoken: the fiber parks (Parked) and switches away;
