@@ -42,10 +42,18 @@ TEST_CASE("bound fibers contending for a Mutex keep an exact count, and some wai
   sa_test::Watchdog wd{30s, "bound Mutex contention"};
   sa::Mutex m;
   long counter = 0;
+  // Held 3 µs, then 1 µs outside: the other side comes 1 µs into a hold,
+  // outlasts Mutex::lock_slow's 64 pauses (about 1.7 µs here) and waits,
+  // and the unlock comes within its 2 µs spin. (Held 300 ns with nothing
+  // outside, the contender got the lock inside lock_slow or lost it to the
+  // holder's next lock, and one CI run saw no wait end spinning.)
   auto side = [&](long) {
-    std::lock_guard g(m);
-    ++counter;
-    sa_test::busy_for(300ns);  // long enough that the other side gets past lock_slow's spins and waits
+    {
+      std::lock_guard g(m);
+      ++counter;
+      sa_test::busy_for(3us);
+    }
+    sa_test::busy_for(1us);
   };
   const uint64_t spun = on_two_vprocs(shim, side, side);
   CHECK(counter == 2 * kRounds);
