@@ -193,6 +193,8 @@ void latency(const Args& args, bool annotated) {
                    std::to_string(s.activation_blocked) + " activation_blocked, " +
                    std::to_string(s.held) + " held, " + std::to_string(s.blocking_calls) +
                    " blocking_calls, pool_exhausted " + std::to_string(s.pool_exhausted) +
+                   "; handoffs by runner " + std::to_string(s.handoffs_by_runner) + ", monitor " +
+                   std::to_string(s.handoffs_by_monitor) + ", sysmon " + std::to_string(s.handoffs_by_sysmon) +
                    (s.perf ? "" : " (no perf: /proc fallback monitor)"));
 }
 

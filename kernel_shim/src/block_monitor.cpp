@@ -31,6 +31,10 @@ constexpr size_t kDataPages = 8;
 constexpr int64_t kFallbackPeriodNs = 50'000;
 constexpr int64_t kSweepPeriodNs = 1'000'000;  // the sysmon's period while the monitor keeps up
 constexpr int64_t kSweepFastNs = 100'000;      // ... while it lags
+constexpr int64_t kSweepContendedNs = 200'000; // ... while a runner's CPU is contended
+// A block a runner has left this long is the sysmon's (its CPU is busy with
+// another process's thread, or the runner's wake-up is late).
+constexpr int64_t kRunnerGraceNs = 50'000;
 
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
@@ -72,6 +76,9 @@ struct BlockMonitor::Watch {
   int block_tries = 0;
   // The last sweep found it Resuming and still asleep (sysmon, under lock_).
   bool resuming_asleep = false;
+  // The preemption record last reported from its run-state word (sysmon,
+  // under lock_; for activations a runner watches, whose stream is paused).
+  int64_t preempt_seen = 0;
   ~Watch() {
     if (ring != MAP_FAILED) ::munmap(ring, ring_len);
     if (fd >= 0) ::close(fd);
@@ -341,12 +348,15 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
   return left;
 }
 
-bool BlockMonitor::sweep() noexcept {
+bool BlockMonitor::sweep(bool& contended) noexcept {
   bool found = false;
+  contended = false;
+  const int64_t now = now_ns();
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
       if (!w->a || w->ring == MAP_FAILED) continue;
+      if (watched_by_runner(*w, now, contended)) found = true;
       // Handed a processor, signalled, and still asleep a sweep later: its
       // fiber blocks the hold signal. Wake it on its page instead.
       const bool resuming_asleep =
@@ -370,6 +380,32 @@ bool BlockMonitor::sweep() noexcept {
   // Blocks found here, and blocks the monitor noted a sweep ago and has
   // not handed off (it may have been preempted right after it read them).
   return hand_off_blocks(/*overdue_only=*/true) || found;
+}
+
+bool BlockMonitor::watched_by_runner(Watch& w, int64_t now, bool& contended) noexcept {
+  Activation& a = *w.a;
+  const ActivationState st = a.state();
+  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return false;
+  const int vp = a.vproc.load(std::memory_order_relaxed);
+  if (vp < 0 || !shim_.stream_quiet(vp)) return false;
+  // Its stream is paused, so its records reach nobody: read the kernel's
+  // run-state word instead, for the notices and the blocks they would show.
+  int64_t since = 0;
+  const CpuState cs = a.cpu_state(&since);
+  if (cs == CpuState::Preempted) {
+    // Another thread has had this CPU for a while: its runner may starve.
+    // (Not us: our own wake-up may have preempted it just now.)
+    if (now - since >= kRunnerGraceNs) contended = true;
+    if (since != w.preempt_seen) {
+      w.preempt_seen = since;
+      shim_.preempted(a);
+    }
+    return false;
+  }
+  if (cs != CpuState::Sleeping || st == ActivationState::Running || now - since < kRunnerGraceNs) return false;
+  if (st == ActivationState::InCall && since < a.call_started_ns.load(std::memory_order_relaxed)) return false;
+  note_block(w, since, /*overdue=*/true);
+  return true;
 }
 
 void BlockMonitor::run_sysmon() noexcept {
@@ -397,7 +433,9 @@ void BlockMonitor::run_sysmon() noexcept {
                exposed ? Clock::now() + std::chrono::nanoseconds(period) : Clock::time_point::max());
     asleep_unarmed_.store(false, std::memory_order_relaxed);
     if (stopping_.load(std::memory_order_seq_cst)) break;
-    period = sweep() ? kSweepFastNs : std::min(2 * period, kSweepPeriodNs);
+    bool contended = false;
+    const bool found = sweep(contended);
+    period = found ? kSweepFastNs : std::min(contended ? kSweepContendedNs : 2 * period, kSweepPeriodNs);
   }
 }
 

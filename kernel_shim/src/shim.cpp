@@ -5,9 +5,11 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <sched.h>
 #include <stdexcept>
+#include <linux/perf_event.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -62,6 +64,7 @@ Shim::Shim(ShimOptions options, UpcallHandler& handler) : options_(std::move(opt
   if (options_.max_activations <= 0) options_.max_activations = 4 * options_.processors + 8;
   if (options_.max_activations < options_.processors) options_.max_activations = options_.processors;
   if (options_.spares < 0) options_.spares = 0;
+  slots_ = std::make_unique<std::atomic<Activation*>[]>(static_cast<size_t>(options_.max_activations));
 }
 
 Shim::~Shim() { stop(); }
@@ -79,6 +82,9 @@ Activation* Shim::start_activation(uint32_t job) {
     run(a);
   }));
   int n = static_cast<int>(all_.size());
+  // release: the activation object before a runner reads it.
+  slots_[static_cast<size_t>(id)].store(all_.back().get(), std::memory_order_release);
+  n_slots_.store(n, std::memory_order_release);
   int hw = high_water_.load(std::memory_order_relaxed);
   while (n > hw && !high_water_.compare_exchange_weak(hw, n, std::memory_order_relaxed)) {
   }
@@ -90,7 +96,12 @@ void Shim::start() {
   install_safe_point_handler();
   if (options_.activations) {
     install_hold_handler();
+    const char* sweep_only = std::getenv("SA_MONITOR_SWEEP_ONLY");  // the sweep's test: no runners
+    const char* runners = std::getenv("SA_IDLE_RUNNERS");
+    runners_on_ = options_.idle_runners && options_.use_perf && cpu_of(0) >= 0 &&
+                  !(sweep_only && sweep_only[0] == '1') && !(runners && runners[0] == '0');
     monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
+    if (runners_on_) start_runners();
   }
   for (int vp = 0; vp < options_.processors; ++vp) start_activation(make_job(kAdded, vp));
   if (options_.activations)
@@ -100,6 +111,7 @@ void Shim::start() {
 
 void Shim::stop() noexcept {
   stopping_.store(true, std::memory_order_seq_cst);
+  stop_runners();  // they may be in a handoff, which needs the activations
   {
     PoolLock g(lock_);
     for (auto& a : all_) {
@@ -124,6 +136,7 @@ void Shim::stop() noexcept {
   }
   monitor_.reset();
   PoolLock g(lock_);
+  n_slots_.store(0, std::memory_order_relaxed);
   all_.clear();
   spares_ = nullptr;
   std::lock_guard h(held_lock_);
@@ -161,14 +174,17 @@ void Shim::run(Activation& a) noexcept {
       }
       futex_wait(a.job, kNone);
     }
-    if (quiet) {
-      a.quiet(false);
-      quiet = false;
-    }
     if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
+    // Paused while it waited; live while it runs `vp`, unless `vp`'s idle
+    // runner watches it.
+    if (quiet != stream_quiet(vp)) {
+      quiet = !quiet;
+      a.quiet(quiet);
+    }
     a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
     a.set_state(state, ActivationState::Running);
+    arm_runner(vp);
     if (monitor_) monitor_->activity();
     a.pin(cpu_of(vp));
     if (kind_of(job) == kAdded) {
@@ -278,8 +294,15 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   }
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
   const bool was_signalled = a.signalled.load(std::memory_order_relaxed);
+  // A Lost activation's switch-in must wake the monitor (step 6), even
+  // where a runner watched it with its stream paused: resume the stream
+  // before the CAS, so no wake-up after it goes unrecorded. (It pauses the
+  // stream itself once held.)
+  const bool resume_stream = to == ActivationState::Lost && stream_quiet(vp) && a.watch_fd >= 0;
+  if (resume_stream) ::ioctl(a.watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, 0);
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
+    if (resume_stream) ::ioctl(a.watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, 1);  // still ours to watch
     a.taken_recorded.store(true, std::memory_order_release);
     return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
@@ -337,9 +360,10 @@ void record(std::atomic<uint64_t>* buckets, int64_t since_ns) noexcept {
 void on_hold_signal(int) {
   const int saved = errno;  // the interrupted code may be about to read it
   Activation* a = Activation::current();
-  if (a && must_hold(a->state()) && a->shim->hold(*a))
+  if (a && must_hold(a->state()) && a->shim->hold(*a)) {
     a->set_state(ActivationState::Held, ActivationState::User);
-  else if (a)
+    a->shim->arm_runner(a->vproc.load(std::memory_order_relaxed));
+  } else if (a)
     a->signalled.store(false, std::memory_order_relaxed);  // nothing to hold for (handoff reads it)
   errno = saved;
 }
@@ -623,15 +647,14 @@ int Shim::wait_for_processor(Activation& a) noexcept {
   for (;;) {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
-    if (kind_of(job) != kNone && quiet) {
-      a.quiet(false);
-      quiet = false;
-    }
     if (kind_of(job) == kExit) return -1;
     if (kind_of(job) == kResume) {
       // acquire: pairs with handoff's release after processor_taken.
       while (!a.taken_recorded.load(std::memory_order_acquire)) ::sched_yield();
       const int vp = vp_of(job);
+      // Live unless vp's runner watches it. It came here live (a handoff
+      // made it Lost and resumed its stream) unless it parked below.
+      if (quiet != stream_quiet(vp)) a.quiet(!quiet);
       a.vproc.store(vp, std::memory_order_relaxed);
       a.pin(cpu_of(vp));
       return vp;
@@ -682,11 +705,10 @@ void Shim::exit_call() noexcept {
 void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
                                   Clock::time_point deadline, IdleWait* alt) noexcept {
   Activation* self = Activation::current();
-  (void)vp;
-  if (self) {
-    self->set_state(ActivationState::Running, ActivationState::Idle);
-    self->quiet(true);
-  }
+  // A stream a runner's watch keeps paused stays so (no ioctl either way).
+  const bool toggle = self && !stream_quiet(vp);
+  if (self) self->set_state(ActivationState::Running, ActivationState::Idle);
+  if (toggle) self->quiet(true);
   if (!alt) {
     futex_wait(word, idle_value, deadline);
   } else if (word.load(std::memory_order_seq_cst) == idle_value) {
@@ -694,9 +716,10 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
     // the wait return at once.
     alt->wait(deadline);
   }
+  if (toggle) self->quiet(false);
   if (self) {
-    self->quiet(false);
     self->set_state(ActivationState::Idle, ActivationState::Running);
+    arm_runner(vp);
   }
   if (monitor_) monitor_->activity();
 }
@@ -723,6 +746,7 @@ ShimStats Shim::stats() const {
   s.handoffs_by_sysmon = n_handoffs_by_[static_cast<int>(HandoffBy::sysmon)].load(std::memory_order_relaxed);
   s.handoffs_by_fault_server =
       n_handoffs_by_[static_cast<int>(HandoffBy::fault_server)].load(std::memory_order_relaxed);
+  s.handoffs_by_runner = n_handoffs_by_[static_cast<int>(HandoffBy::runner)].load(std::memory_order_relaxed);
   for (int i = 0; i < LatencyHistogram::kBuckets; ++i)
     s.held_window_us.buckets[i] = held_buckets_[i].load(std::memory_order_relaxed);
   s.activations_high_water = high_water_.load(std::memory_order_relaxed);

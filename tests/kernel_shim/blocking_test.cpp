@@ -96,6 +96,48 @@ TEST_CASE("I4: the same with raw, unannounced read() calls completes with the sh
   CHECK(s.handoff_detected_p50_us > 0);  // raw reads are measured as detected handoffs
 }
 
+TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
+  // The runner runs SCHED_IDLE on the CPU the block vacates; on a quiet
+  // CPU the kernel switches to it at once and it makes the handoff itself
+  // (shim.hpp, design (i)). Beside other tests a CPU may have no idle
+  // moment for a while, so rounds repeat (a few ms each) until one handoff
+  // was the runner's, within a bound; each round must complete either way.
+  const bool annotate = GENERATE(true, false);
+  sa_test::Watchdog wd{30s, "idle runner handoffs"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  int rounds = 0;
+  sa::ShimStats s;
+  do {
+    long got = 0;
+    rt.run([&] { got = deadlock_scenario(2, annotate); });
+    REQUIRE(got == 10);
+    ++rounds;
+    s = rt.stats().shim;
+  } while (s.handoffs_by_runner == 0 && std::chrono::steady_clock::now() < until);
+  INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
+                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(s.perf);
+  CHECK(s.handoffs_by_runner >= 1);
+  CHECK(s.activations_running <= 2);
+}
+
+TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
+  sa_test::Watchdog wd{30s, "no idle runners"};
+  REQUIRE(::setenv("SA_IDLE_RUNNERS", "0", 1) == 0);
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  REQUIRE(::unsetenv("SA_IDLE_RUNNERS") == 0);
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
+  CHECK(got == 10);
+  auto s = rt.stats().shim;
+  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(s.activation_blocked >= 1);
+  CHECK(s.handoffs_by_runner == 0);
+  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
+}
+
 TEST_CASE("a held activation keeps computing only once it has a processor again") {
   // Fibers block in raw reads, then compute for a while without calling
   // the runtime: they are signalled and held in the handler, not run beside
@@ -314,11 +356,13 @@ TEST_CASE("with a CPU hog on every VProc's CPU, the sysmon hands off the blocks 
   CHECK(got == 10);
   CHECK(sa_test::fiber_failures() == 0);
   auto s = rt.stats().shim;
-  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", by sysmon " << s.handoffs_by_sysmon << "; held "
-                              << s.held << " swept " << s.records_swept);
+  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", by sysmon " << s.handoffs_by_sysmon << ", by runner "
+                              << s.handoffs_by_runner << "; held " << s.held << " swept " << s.records_swept);
   CHECK(s.perf);
   CHECK(s.handoffs_by_sysmon >= 1);
-  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= s.activation_blocked);  // (a spare counts its upcall when it runs)
+  // (a spare counts its upcall when it runs; the idle runners get a CPU
+  // only when a hog has none to run on it)
+  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon + s.handoffs_by_runner >= s.activation_blocked);
   CHECK(s.activations_running <= 2);
 }
 

@@ -109,7 +109,8 @@ struct ShimStats {
                                    // (their wake-up never came, or the monitor had no CPU)
   uint64_t handoffs_by_monitor = 0;       // handoffs by who saw the block: the block monitor (a perf record),
   uint64_t handoffs_by_sysmon = 0;        // the sysmon's sweep (the monitor had no CPU, or no wake-up),
-  uint64_t handoffs_by_fault_server = 0;  // a PagedRegion's fault server (a uffd message)
+  uint64_t handoffs_by_fault_server = 0;  // a PagedRegion's fault server (a uffd message),
+  uint64_t handoffs_by_runner = 0;        // the idle runner of the CPU the block vacated
 };
 
 struct Stats {

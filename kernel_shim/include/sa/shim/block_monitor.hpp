@@ -101,8 +101,14 @@ class BlockMonitor {
   bool any_exposed() noexcept;
   // sweep() returns whether it found work the monitor had left. It also
   // wakes, on its page, a Resuming activation found asleep by two sweeps in
-  // a row (Shim::wake_resuming).
-  bool sweep() noexcept;
+  // a row (Shim::wake_resuming), and sets `contended` if an activation that
+  // an idle runner watches was found preempted.
+  bool sweep(bool& contended) noexcept;
+  // watched_by_runner() is the sweep's look at one activation whose stream
+  // is paused because an idle runner watches it (Shim::stream_quiet): from
+  // its run-state word, a preemption notice, or a block that the runner left
+  // for kRunnerGraceNs (noted overdue; true).
+  bool watched_by_runner(Watch& w, int64_t now, bool& contended) noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
   // hand_off_blocks() tries the handoff of every noted block (overdue_only,
   // the sysmon: those noted a sweep ago; it marks the others) and returns

@@ -171,6 +171,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include <sa/shim/activation.hpp>
@@ -238,6 +239,10 @@ struct ShimOptions {
   int spares = 2;                // spare activations started up front (activations mode)
   int max_activations = 0;       // 0: 4 * processors + 8
   bool use_perf = true;          // false: the fallback monitor even if perf works
+  // Activations mode with pinned processors and perf: an idle runner per
+  // CPU does the handoffs (design (i) above). SA_IDLE_RUNNERS=0 in the
+  // environment of the construction also turns it off (A/B runs).
+  bool idle_runners = true;
 };
 
 // A histogram of latencies in power-of-two microsecond buckets:
@@ -275,10 +280,11 @@ struct ShimStats {
   // Handoffs (blocked or lost processors given away) by who saw the block:
   // the monitor (woken by a record), the sysmon (its sweep, when the
   // monitor had no CPU or no wake-up), a region's fault server (a uffd
-  // message naming the faulter).
+  // message naming the faulter), the blocked CPU's idle runner.
   uint64_t handoffs_by_monitor = 0;
   uint64_t handoffs_by_sysmon = 0;
   uint64_t handoffs_by_fault_server = 0;
+  uint64_t handoffs_by_runner = 0;  // the idle runner of the blocked CPU (design (i))
 };
 
 class BlockMonitor;
@@ -443,8 +449,14 @@ class Shim {
   // if no spare is free yet but one is starting: call again soon. By the
   // fault server (Shim::fault_seen): only a User activation, only to a
   // spare (the held-taker branch would make the caller Leaving).
-  enum class HandoffBy : uint8_t { monitor, sysmon, fault_server };
+  enum class HandoffBy : uint8_t { monitor, sysmon, fault_server, runner };
   bool handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by = HandoffBy::monitor) noexcept;
+  // runners_on() is true when idle runners do the handoffs (fixed by
+  // start(), before any activation runs). stream_quiet(vp) says whether an
+  // activation running processor `vp` keeps its monitor stream paused: its
+  // CPU's runner watches it instead (a waking record costs an irq_work).
+  bool runners_on() const noexcept { return runners_on_; }
+  bool stream_quiet(int vp) const noexcept { return runners_on_ && cpu_of(vp) >= 0; }
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -501,6 +513,33 @@ class Shim {
   void record_handoff(int64_t blocked_at_ns, bool call) noexcept;
   static void install_hold_handler();
 
+  // Idle runners (design (i)): one per CPU that a processor is pinned to.
+  struct Runner {
+    int cpu = -1;
+    std::atomic<uint32_t> armed{1};  // futex: 0 while it sleeps (no processor of its CPU busy)
+    std::thread thread;
+  };
+  void start_runners();
+  void stop_runners() noexcept;
+  void run_runner(Runner& r) noexcept;
+  // A runner's look at its CPU's activations: hands off the blocked ones;
+  // false if none of them owns a processor (the runner may sleep).
+  bool runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept;
+ public:
+  // arm_runner(vp) wakes the runner of `vp`'s CPU if it sleeps; called by an
+  // activation that starts to own `vp` (after its state says so). One load
+  // when the runner is awake. Never blocks.
+  void arm_runner(int vp) noexcept {
+    if (!runners_on_ || vp < 0 || vp >= static_cast<int>(runner_of_vp_.size())) return;
+    Runner* r = runner_of_vp_[static_cast<size_t>(vp)];
+    // seq_cst fence: our new state before the runner's word (Dekker with
+    // run_runner, which clears the word before it looks at the states).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (r && r->armed.load(std::memory_order_relaxed) == 0 && r->armed.exchange(1) == 0) futex_wake(r->armed, 1);
+  }
+
+ private:
+
  public:
   // kHoldSignal() is the signal that makes a woken Lost activation hold.
   static int kHoldSignal() noexcept;
@@ -510,6 +549,13 @@ class Shim {
   ShimOptions options_;
   UpcallHandler& handler_;
   std::unique_ptr<BlockMonitor> monitor_;
+  bool runners_on_ = false;                   // set by start() before any thread reads it
+  std::vector<std::unique_ptr<Runner>> runners_;
+  std::vector<Runner*> runner_of_vp_;         // by processor (fixed by start())
+  // Every started activation, for the runners to read without lock_:
+  // slots_[0, n_slots_) (release-published by start_activation).
+  std::unique_ptr<std::atomic<Activation*>[]> slots_;
+  std::atomic<int> n_slots_{0};
 
   mutable std::mutex lock_;                   // guards all_, spares_
   std::vector<std::unique_ptr<Activation>> all_;
@@ -532,7 +578,7 @@ class Shim {
 
   std::atomic<uint64_t> n_added_{0}, n_blocked_{0}, n_unblocked_{0}, n_calls_{0}, n_exhausted_{0}, n_held_{0},
       n_held_asleep_{0}, n_resume_rewakes_{0};
-  std::atomic<uint64_t> n_handoffs_by_[3] = {};  // by HandoffBy
+  std::atomic<uint64_t> n_handoffs_by_[4] = {};  // by HandoffBy
   std::atomic<uint64_t> held_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<int> high_water_{0};
   std::atomic<uint64_t> handoff_buckets_[LatencyHistogram::kBuckets] = {};
@@ -562,6 +608,7 @@ inline bool Shim::enter_runtime() noexcept {
     if (!must_hold(s)) return false;  // already in the runtime (or plain mode)
     if (a->shim->hold(*a)) {
       a->set_state(ActivationState::Held, ActivationState::Running);
+      a->shim->arm_runner(a->vproc.load(std::memory_order_relaxed));
       return true;
     }
   }

@@ -1,0 +1,98 @@
+// Idle runners: the handoff from the CPU the block vacated (shim.hpp, design (i)).
+
+#include <sa/shim/block_monitor.hpp>
+#include <sa/shim/shim.hpp>
+
+#include <cstdio>
+#include <pthread.h>
+#include <sched.h>
+
+namespace sa::shim {
+
+void Shim::start_runners() {
+  runner_of_vp_.assign(static_cast<size_t>(options_.processors), nullptr);
+  for (int vp = 0; vp < options_.processors; ++vp) {
+    const int cpu = cpu_of(vp);
+    Runner* r = nullptr;
+    for (auto& have : runners_)
+      if (have->cpu == cpu) r = have.get();
+    if (!r) {
+      runners_.push_back(std::make_unique<Runner>());
+      r = runners_.back().get();
+      r->cpu = cpu;
+    }
+    runner_of_vp_[static_cast<size_t>(vp)] = r;
+  }
+  // Started after the table is complete: a runner reads it unlocked.
+  for (auto& r : runners_) r->thread = std::thread([this, p = r.get()] { run_runner(*p); });
+}
+
+void Shim::stop_runners() noexcept {
+  for (auto& r : runners_) {
+    r->armed.store(1, std::memory_order_seq_cst);
+    futex_wake(r->armed, 1);
+  }
+  for (auto& r : runners_)
+    if (r->thread.joinable()) r->thread.join();
+}
+
+bool Shim::runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept {
+  bool busy = false;
+  const int n = n_slots_.load(std::memory_order_acquire);
+  if (tried.size() < static_cast<size_t>(n)) tried.resize(static_cast<size_t>(n), 0);
+  for (int i = 0; i < n; ++i) {
+    Activation& a = *slots_[static_cast<size_t>(i)].load(std::memory_order_acquire);
+    const ActivationState st = a.state();
+    if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) continue;
+    const int vp = a.vproc.load(std::memory_order_relaxed);
+    if (vp < 0 || vp >= options_.processors || runner_of_vp_[static_cast<size_t>(vp)] != &r) continue;
+    busy = true;
+    if (st == ActivationState::Running) continue;  // runtime code: never handed off
+    // The kernel's own record of its last switch (run_state.hpp): asleep,
+    // not preempted. Each block is tried until a handoff() takes it.
+    int64_t since = 0;
+    if (a.cpu_state(&since) != CpuState::Sleeping || since == tried[static_cast<size_t>(i)]) continue;
+    if (st == ActivationState::InCall && since < a.call_started_ns.load(std::memory_order_relaxed)) continue;
+    if (handoff(a, since, HandoffBy::runner)) tried[static_cast<size_t>(i)] = since;
+  }
+  return busy;
+}
+
+void Shim::run_runner(Runner& r) noexcept {
+  char name[16];
+  std::snprintf(name, sizeof name, "sa-run%d", r.cpu);
+  ::pthread_setname_np(::pthread_self(), name);
+  // SCHED_IDLE on its CPU: it runs when nothing else there can, which is
+  // the moment the activation running that CPU's processor blocks. Without
+  // either, it would be one more monitor to wake; it stops.
+  sched_param idle{};
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(r.cpu, &set);
+  if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0 || ::sched_setaffinity(0, sizeof set, &set) != 0) return;
+  std::vector<int64_t> tried;
+  while (!stopping_.load(std::memory_order_seq_cst)) {
+    // perf refused (the first activation found out): no run-state words,
+    // nothing to watch. Left armed, arm_runner() never calls in vain.
+    if (!monitor_->perf()) return;
+    if (runner_pass(r, tried)) {
+      // A processor of ours is busy: stay runnable. The kernel runs us only
+      // when its activation leaves the CPU (SCHED_IDLE, beside a nice-0
+      // thread, gets about 0.3% of a CPU when that one never sleeps).
+      ::sched_yield();
+      continue;
+    }
+    // None busy (idle, in the pool, blocked and handed off): sleep until an
+    // activation takes one of our processors (arm_runner). seq_cst fence:
+    // the word's clearing before our second look at the states.
+    r.armed.store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (stopping_.load(std::memory_order_seq_cst) || runner_pass(r, tried)) {
+      r.armed.store(1, std::memory_order_relaxed);
+      continue;
+    }
+    futex_wait(r.armed, 0);
+  }
+}
+
+}  // namespace sa::shim
