@@ -107,8 +107,15 @@ bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
   return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
 }
 
-void Activation::quiet(bool on) noexcept {
-  if (watch_fd >= 0) ::ioctl(watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, on ? 1 : 0);
+void Activation::apply_stream(bool live) noexcept {
+  if (stream_live_.load(std::memory_order_relaxed) == live) return;
+  stream_live_.store(live, std::memory_order_relaxed);
+  if (watch_fd_ >= 0) ::ioctl(watch_fd_, PERF_EVENT_IOC_PAUSE_OUTPUT, live ? 0 : 1);
+}
+
+void Activation::set_stream(bool live) noexcept {
+  if (stream_live_.load(std::memory_order_relaxed) == live) return;  // rechecked under the flag
+  stream_locked([&] { apply_stream(live); });
 }
 
 void Activation::pin(int cpu) noexcept {

@@ -31,10 +31,17 @@ constexpr size_t kDataPages = 8;
 constexpr int64_t kFallbackPeriodNs = 50'000;
 constexpr int64_t kSweepPeriodNs = 1'000'000;  // the sysmon's period while the monitor keeps up
 constexpr int64_t kSweepFastNs = 100'000;      // ... while it lags
-constexpr int64_t kSweepContendedNs = 200'000; // ... while a runner's CPU is contended
 // A block a runner has left this long is the sysmon's (its CPU is busy with
 // another process's thread, or the runner's wake-up is late).
 constexpr int64_t kRunnerGraceNs = 50'000;
+// An activation preempted this long means a thread of another process
+// wants its CPU: a CPU-bound one keeps it for a time slice (0.75-3 ms).
+// Shorter preemptions are mostly our own: the sysmon's sweep, a Lost
+// activation's wake-up until it holds, a spare's start.
+constexpr int64_t kContendedPreemptNs = 300'000;
+// How long a CPU stays contended after the last sign of it: its processors'
+// streams stay live for the monitor meanwhile (Shim::set_cpu_contended).
+constexpr int64_t kContendedHoldNs = 500'000'000;
 
 int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
@@ -79,6 +86,7 @@ struct BlockMonitor::Watch {
   // The preemption record last reported from its run-state word (sysmon,
   // under lock_; for activations a runner watches, whose stream is paused).
   int64_t preempt_seen = 0;
+  uint64_t preempt_cursor = 0;  // run-state records read for contention (sysmon, under lock_)
   ~Watch() {
     if (ring != MAP_FAILED) ::munmap(ring, ring_len);
     if (fd >= 0) ::close(fd);
@@ -163,7 +171,7 @@ void BlockMonitor::attach(Activation& a) noexcept {
       w->ring_len = (1 + kDataPages) * page_size();
       w->ring = ::mmap(nullptr, w->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
     }
-    if (w->fd >= 0 && w->ring != MAP_FAILED) a.watch_fd = w->fd;
+    if (w->fd >= 0 && w->ring != MAP_FAILED) a.watch(w->fd);
     if (w->fd < 0 || w->ring == MAP_FAILED) {
       const int err = errno;
       if (perf_.exchange(false))
@@ -182,7 +190,7 @@ void BlockMonitor::attach(Activation& a) noexcept {
 }
 
 void BlockMonitor::detach(Activation& a) noexcept {
-  a.watch_fd = -1;  // (its own thread) the monitor closes the fd once it drops the watch
+  a.watch(-1);  // (its own thread) the monitor closes the fd once it drops the watch
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_)
@@ -348,15 +356,14 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
   return left;
 }
 
-bool BlockMonitor::sweep(bool& contended) noexcept {
+bool BlockMonitor::sweep() noexcept {
   bool found = false;
-  contended = false;
   const int64_t now = now_ns();
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
       if (!w->a || w->ring == MAP_FAILED) continue;
-      if (watched_by_runner(*w, now, contended)) found = true;
+      if (watched_by_runner(*w, now)) found = true;
       // Handed a processor, signalled, and still asleep a sweep later: its
       // fiber blocks the hold signal. Wake it on its page instead.
       const bool resuming_asleep =
@@ -377,26 +384,46 @@ bool BlockMonitor::sweep(bool& contended) noexcept {
       if (drain(*w, blocked_at)) note_block(*w, blocked_at, /*overdue=*/true);
     }
   }
+  // A CPU's contention starts or ends: outside our lock (the shim takes its
+  // own and syncs the streams of the activations running there).
+  for (Contention& c : contention_) {
+    const bool on = now < c.until_ns;
+    if (on == c.on) continue;
+    c.on = on;
+    shim_.set_cpu_contended(c.cpu, on);
+  }
   // Blocks found here, and blocks the monitor noted a sweep ago and has
   // not handed off (it may have been preempted right after it read them).
   return hand_off_blocks(/*overdue_only=*/true) || found;
 }
 
-bool BlockMonitor::watched_by_runner(Watch& w, int64_t now, bool& contended) noexcept {
+void BlockMonitor::contended(int cpu, int64_t now) noexcept {
+  for (Contention& c : contention_)
+    if (c.cpu == cpu) {
+      c.until_ns = now + kContendedHoldNs;
+      return;
+    }
+  contention_.push_back(Contention{cpu, now + kContendedHoldNs, false});
+}
+
+bool BlockMonitor::watched_by_runner(Watch& w, int64_t now) noexcept {
   Activation& a = *w.a;
+  if (!shim_.runners_on()) return false;
   const ActivationState st = a.state();
-  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return false;
   const int vp = a.vproc.load(std::memory_order_relaxed);
-  if (vp < 0 || !shim_.stream_quiet(vp)) return false;
-  // Its stream is paused, so its records reach nobody: read the kernel's
-  // run-state word instead, for the notices and the blocks they would show.
+  const int cpu = vp < 0 ? -1 : shim_.cpu_of(vp);
+  if (cpu < 0) return false;
+  // Any long preemption since the last sweep, whatever it does now: some
+  // other thread wants the CPU, where a runner would get only scraps.
+  if (a.longest_preemption(w.preempt_cursor, now) >= kContendedPreemptNs) contended(cpu, now);
+  if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) return false;
+  // The kernel's run-state word shows what a paused stream's records
+  // would: preemptions (notices, unless the stream is live and the monitor
+  // reads them) and blocks the runner has not handed off.
   int64_t since = 0;
   const CpuState cs = a.cpu_state(&since);
   if (cs == CpuState::Preempted) {
-    // Another thread has had this CPU for a while: its runner may starve.
-    // (Not us: our own wake-up may have preempted it just now.)
-    if (now - since >= kRunnerGraceNs) contended = true;
-    if (since != w.preempt_seen) {
+    if (since != w.preempt_seen && !a.stream_live()) {
       w.preempt_seen = since;
       shim_.preempted(a);
     }
@@ -404,6 +431,7 @@ bool BlockMonitor::watched_by_runner(Watch& w, int64_t now, bool& contended) noe
   }
   if (cs != CpuState::Sleeping || st == ActivationState::Running || now - since < kRunnerGraceNs) return false;
   if (st == ActivationState::InCall && since < a.call_started_ns.load(std::memory_order_relaxed)) return false;
+  contended(cpu, now);  // the runner had no CPU for it
   note_block(w, since, /*overdue=*/true);
   return true;
 }
@@ -433,9 +461,7 @@ void BlockMonitor::run_sysmon() noexcept {
                exposed ? Clock::now() + std::chrono::nanoseconds(period) : Clock::time_point::max());
     asleep_unarmed_.store(false, std::memory_order_relaxed);
     if (stopping_.load(std::memory_order_seq_cst)) break;
-    bool contended = false;
-    const bool found = sweep(contended);
-    period = found ? kSweepFastNs : std::min(contended ? kSweepContendedNs : 2 * period, kSweepPeriodNs);
+    period = sweep() ? kSweepFastNs : std::min(2 * period, kSweepPeriodNs);
   }
 }
 

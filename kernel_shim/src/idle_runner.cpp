@@ -45,7 +45,9 @@ bool Shim::runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept {
     const ActivationState st = a.state();
     if (st != ActivationState::Running && st != ActivationState::User && st != ActivationState::InCall) continue;
     const int vp = a.vproc.load(std::memory_order_relaxed);
-    if (vp < 0 || vp >= options_.processors || runner_of_vp_[static_cast<size_t>(vp)] != &r) continue;
+    if (vp < 0 || vp >= options_.processors || runner_of_vp_[static_cast<size_t>(vp)] != &r ||
+        stream_live_for(vp))
+      continue;
     busy = true;
     if (st == ActivationState::Running) continue;  // runtime code: never handed off
     // The kernel's own record of its last switch (run_state.hpp): asleep,

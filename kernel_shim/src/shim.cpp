@@ -100,6 +100,9 @@ void Shim::start() {
     const char* runners = std::getenv("SA_IDLE_RUNNERS");
     runners_on_ = options_.idle_runners && options_.use_perf && cpu_of(0) >= 0 &&
                   !(sweep_only && sweep_only[0] == '1') && !(runners && runners[0] == '0');
+    live_by_vp_ = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(options_.processors));
+    for (int vp = 0; vp < options_.processors; ++vp)
+      live_by_vp_[static_cast<size_t>(vp)].store(!runners_on_, std::memory_order_relaxed);
     monitor_ = std::make_unique<BlockMonitor>(*this, options_.use_perf);
     if (runners_on_) start_runners();
   }
@@ -148,7 +151,6 @@ void Shim::run(Activation& a) noexcept {
   if (monitor_) monitor_->attach(a);
   if (options_.activations && options_.use_perf) a.watch_run_state();
   ActivationState state = ActivationState::Starting;
-  bool quiet = false;
   for (;;) {
     uint32_t job;
     // acquire: see takes_over / blocked_at_ns written before the job.
@@ -168,20 +170,14 @@ void Shim::run(Activation& a) noexcept {
         }
         if (n > 0 && monitor_) monitor_->call_started();  // a handoff may be waiting for us
       }
-      if (!quiet) {
-        a.quiet(true);
-        quiet = true;
-      }
+      a.set_stream(false);
       futex_wait(a.job, kNone);
     }
     if (kind_of(job) == kExit) break;
     const int vp = vp_of(job);
     // Paused while it waited; live while it runs `vp`, unless `vp`'s idle
     // runner watches it.
-    if (quiet != stream_quiet(vp)) {
-      quiet = !quiet;
-      a.quiet(quiet);
-    }
+    a.set_stream(stream_live_for(vp));
     a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
     a.set_state(state, ActivationState::Running);
     arm_runner(vp);
@@ -294,15 +290,8 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   }
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
   const bool was_signalled = a.signalled.load(std::memory_order_relaxed);
-  // A Lost activation's switch-in must wake the monitor (step 6), even
-  // where a runner watched it with its stream paused: resume the stream
-  // before the CAS, so no wake-up after it goes unrecorded. (It pauses the
-  // stream itself once held.)
-  const bool resume_stream = to == ActivationState::Lost && stream_quiet(vp) && a.watch_fd >= 0;
-  if (resume_stream) ::ioctl(a.watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, 0);
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
-    if (resume_stream) ::ioctl(a.watch_fd, PERF_EVENT_IOC_PAUSE_OUTPUT, 1);  // still ours to watch
     a.taken_recorded.store(true, std::memory_order_release);
     return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
@@ -316,6 +305,10 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   // release: what processor_taken recorded, before a held `a` reads it.
   a.taken_recorded.store(true, std::memory_order_release);
   if (to == ActivationState::Lost) {
+    // Its switch-in must wake the monitor (step 6), even where a runner
+    // watched it with its stream paused. A wake-up before the stream is
+    // live shows in the run-state word below.
+    sync_stream(a);
     // `signalled` is cleared when an activation holds, so set here it means
     // a signal came while `a` was still User (resume_faulted) and did
     // nothing. Then, or if `a` runs already (a stale record), nobody else
@@ -442,7 +435,36 @@ void Shim::preempted(Activation& a) noexcept {
 // Shim::enter_runtime() and Shim::to_user() are inline (shim.hpp): every
 // runtime call a fiber makes passes there.
 
-void Shim::leave_runtime() noexcept { Activation::current()->set_state(ActivationState::Running, ActivationState::User); }
+void Shim::leave_runtime() noexcept {
+  Activation* a = Activation::current();
+  a->shim->check_stream(*a);  // in Running: never handed off meanwhile
+  a->set_state(ActivationState::Running, ActivationState::User);
+}
+
+void Shim::sync_stream(Activation& a) noexcept {
+  a.stream_locked([&] {
+    const ActivationState st = a.state();
+    if (must_hold(st))
+      a.apply_stream(true);
+    else if (st == ActivationState::Running || st == ActivationState::User || st == ActivationState::InCall)
+      a.apply_stream(stream_live_for(a.vproc.load(std::memory_order_relaxed)));
+  });
+}
+
+void Shim::set_cpu_contended(int cpu, bool contended) noexcept {
+  if (!runners_on_) return;
+  for (int vp = 0; vp < options_.processors; ++vp)
+    if (cpu_of(vp) == cpu) live_by_vp_[static_cast<size_t>(vp)].store(contended, std::memory_order_relaxed);
+  {
+    PoolLock g(lock_);
+    for (const auto& a : all_)
+      if (cpu_of(a->vproc.load(std::memory_order_relaxed)) == cpu) sync_stream(*a);
+  }
+  // Back from a contended spell: the runner may sleep with its processors busy.
+  if (!contended)
+    for (int vp = 0; vp < options_.processors; ++vp)
+      if (cpu_of(vp) == cpu) arm_runner(vp);
+}
 
 bool Shim::hold(Activation& a) noexcept {
   for (;;) {
@@ -643,7 +665,6 @@ void Shim::pop_held() noexcept {
 }
 
 int Shim::wait_for_processor(Activation& a) noexcept {
-  bool quiet = false;
   for (;;) {
     // acquire: see what the handing activation did to the processor.
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
@@ -652,17 +673,12 @@ int Shim::wait_for_processor(Activation& a) noexcept {
       // acquire: pairs with handoff's release after processor_taken.
       while (!a.taken_recorded.load(std::memory_order_acquire)) ::sched_yield();
       const int vp = vp_of(job);
-      // Live unless vp's runner watches it. It came here live (a handoff
-      // made it Lost and resumed its stream) unless it parked below.
-      if (quiet != stream_quiet(vp)) a.quiet(!quiet);
+      a.set_stream(stream_live_for(vp));  // (Held: never must_hold() here)
       a.vproc.store(vp, std::memory_order_relaxed);
       a.pin(cpu_of(vp));
       return vp;
     }
-    if (!quiet) {
-      a.quiet(true);
-      quiet = true;
-    }
+    a.set_stream(false);
     futex_wait(a.job, kNone);
   }
 }
@@ -688,6 +704,7 @@ bool Shim::enter_call() noexcept {
   n_calls_.fetch_add(1, std::memory_order_relaxed);
   a->call_started_ns.store(now_ns(), std::memory_order_relaxed);
   a->exhausted_counted.store(false, std::memory_order_relaxed);
+  check_stream(*a);
   a->set_state(ActivationState::Running, ActivationState::InCall);
   if (monitor_ && !monitor_->perf()) monitor_->call_started();
   return true;
@@ -706,9 +723,10 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
                                   Clock::time_point deadline, IdleWait* alt) noexcept {
   Activation* self = Activation::current();
   // A stream a runner's watch keeps paused stays so (no ioctl either way).
-  const bool toggle = self && !stream_quiet(vp);
-  if (self) self->set_state(ActivationState::Running, ActivationState::Idle);
-  if (toggle) self->quiet(true);
+  if (self) {
+    self->set_state(ActivationState::Running, ActivationState::Idle);
+    self->set_stream(false);
+  }
   if (!alt) {
     futex_wait(word, idle_value, deadline);
   } else if (word.load(std::memory_order_seq_cst) == idle_value) {
@@ -716,8 +734,8 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
     // the wait return at once.
     alt->wait(deadline);
   }
-  if (toggle) self->quiet(false);
   if (self) {
+    self->set_stream(stream_live_for(vp));
     self->set_state(ActivationState::Idle, ActivationState::Running);
     arm_runner(vp);
   }

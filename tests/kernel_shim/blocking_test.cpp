@@ -24,44 +24,12 @@
 #include <vector>
 
 #include "cpu_hogs.hpp"
+#include "scenarios.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
-
-namespace {
-
-struct Pipe {
-  int fd[2] = {-1, -1};
-  Pipe() { REQUIRE(::pipe2(fd, O_CLOEXEC) == 0); }
-  ~Pipe() {
-    ::close(fd[0]);
-    ::close(fd[1]);
-  }
-};
-
-// The deadlock scenario: VProcs + 8 fibers read from pipes that only the
-// fiber spawned last writes to. Returns the bytes read.
-long deadlock_scenario(int vprocs, bool annotate) {
-  const int readers = vprocs + 8;
-  std::vector<Pipe> pipes(static_cast<size_t>(readers));
-  std::atomic<long> got{0};
-  std::vector<sa::Fiber> fibers;
-  for (int i = 0; i < readers; ++i)
-    fibers.push_back(sa::spawn([&, i] {
-      char c;
-      int fd = pipes[static_cast<size_t>(i)].fd[0];
-      ssize_t n = annotate ? sa::blocking([&] { return ::read(fd, &c, 1); }) : ::read(fd, &c, 1);
-      if (n == 1) ++got;
-    }));
-  sa::this_fiber::yield();  // let the readers block first
-  fibers.push_back(sa::spawn([&] {
-    for (auto& p : pipes) SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
-  }));
-  for (auto& f : fibers) f.join();
-  return got.load();
-}
-
-}  // namespace
+using sa_test::deadlock_scenario;
+using sa_test::Pipe;
 
 TEST_CASE("I4: more fibers blocked in reads than VProcs, writer last, completes with the shim on") {
   const int vprocs = GENERATE(1, 2);
@@ -94,48 +62,6 @@ TEST_CASE("I4: the same with raw, unannounced read() calls completes with the sh
   CHECK(s.held >= 1);  // the woken readers held until a VProc took them back
   CHECK(s.activations_running <= vprocs);
   CHECK(s.handoff_detected_p50_us > 0);  // raw reads are measured as detected handoffs
-}
-
-TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
-  // The runner runs SCHED_IDLE on the CPU the block vacates; on a quiet
-  // CPU the kernel switches to it at once and it makes the handoff itself
-  // (shim.hpp, design (i)). Beside other tests a CPU may have no idle
-  // moment for a while, so rounds repeat (a few ms each) until one handoff
-  // was the runner's, within a bound; each round must complete either way.
-  const bool annotate = GENERATE(true, false);
-  sa_test::Watchdog wd{30s, "idle runner handoffs"};
-  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  int rounds = 0;
-  sa::ShimStats s;
-  do {
-    long got = 0;
-    rt.run([&] { got = deadlock_scenario(2, annotate); });
-    REQUIRE(got == 10);
-    ++rounds;
-    s = rt.stats().shim;
-  } while (s.handoffs_by_runner == 0 && std::chrono::steady_clock::now() < until);
-  INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
-                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
-  CHECK(sa_test::fiber_failures() == 0);
-  CHECK(s.perf);
-  CHECK(s.handoffs_by_runner >= 1);
-  CHECK(s.activations_running <= 2);
-}
-
-TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
-  sa_test::Watchdog wd{30s, "no idle runners"};
-  REQUIRE(::setenv("SA_IDLE_RUNNERS", "0", 1) == 0);
-  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
-  REQUIRE(::unsetenv("SA_IDLE_RUNNERS") == 0);
-  long got = 0;
-  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
-  CHECK(got == 10);
-  auto s = rt.stats().shim;
-  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
-  CHECK(s.activation_blocked >= 1);
-  CHECK(s.handoffs_by_runner == 0);
-  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
 }
 
 TEST_CASE("a held activation keeps computing only once it has a processor again") {

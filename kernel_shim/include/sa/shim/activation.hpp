@@ -126,6 +126,12 @@ class Activation {
     const RunStateWord* w = run_state_.load(std::memory_order_acquire);
     return w ? w->read(since_ns) : CpuState::Unknown;
   }
+  // longest_preemption() reads the run-state word's recent records
+  // (RunStateWord::longest_preemption); 0 without one.
+  int64_t longest_preemption(uint64_t& cursor, int64_t now_ns) const noexcept {
+    const RunStateWord* w = run_state_.load(std::memory_order_acquire);
+    return w ? w->longest_preemption(cursor, now_ns) : 0;
+  }
   // watch_run_state() starts keeping cpu_state() (called by the activation
   // itself, in activations mode, before it runs user code).
   void watch_run_state() noexcept;
@@ -186,14 +192,36 @@ class Activation {
   // the /proc fallback, since when a User activation has been seen asleep.
   std::atomic<bool> exhausted_counted{false};  // also written by Shim::fault_seen's callers
   int64_t fallback_asleep_since_ns = 0;
-  // The fd of the monitor's switch-record stream of this thread (-1: none),
-  // set by BlockMonitor::attach on this thread. quiet(true) pauses the
-  // stream's output (records are dropped, so none wakes the monitor) while
-  // the activation waits where its switches need no reader: in the spare
-  // pool, idle, held (shim.hpp: each waking record costs an irq_work).
-  // Own thread only; async-signal-safe (hold() runs in a handler).
-  int watch_fd = -1;
-  void quiet(bool on) noexcept;
+  // watch() sets the fd of the monitor's switch-record stream of this
+  // thread (-1: none; BlockMonitor::attach and detach, on this thread),
+  // under the stream's spin flag: a set_stream() from another thread never
+  // reaches a closed fd.
+  void watch(int fd) noexcept {
+    stream_locked([&] { watch_fd_ = fd; });
+  }
+  // set_stream(live) resumes (true) or pauses (false) that stream's output:
+  // paused, records are dropped, so none wakes the monitor (shim.hpp: each
+  // waking record costs an irq_work). Paused while the activation waits
+  // where its switches need no reader (the spare pool, idle, held) and
+  // while an idle runner watches its processor's CPU instead (Shim::
+  // stream_live_for). Any thread: a flag and the ioctl change together
+  // under a spin flag, so the flag always says what the kernel does. Never
+  // called by the activation itself in a state that hold() handles
+  // (must_hold()), so the hold signal's handler, which may call it, never
+  // interrupts a holder of the flag on its own thread. One load and no
+  // system call when the stream is already so.
+  void set_stream(bool live) noexcept;
+  bool stream_live() const noexcept { return stream_live_.load(std::memory_order_relaxed); }
+  // stream_locked() runs f() with the stream's spin flag held (Shim::
+  // sync_stream: a state read and the change it implies, together).
+  template <class F>
+  void stream_locked(F f) noexcept {
+    while (stream_lock_.exchange(true, std::memory_order_acquire)) __builtin_ia32_pause();
+    f();
+    stream_lock_.store(false, std::memory_order_release);
+  }
+  // apply_stream() is set_stream's body, for a holder of the spin flag.
+  void apply_stream(bool live) noexcept;
 
  private:
   void main();
@@ -203,6 +231,9 @@ class Activation {
   std::atomic<ActivationState> state_{ActivationState::Starting};
   std::atomic<int> tid_{0};
   std::atomic<int> pinned_cpu_{-1};
+  std::atomic<bool> stream_live_{true};  // a new stream writes (perf_event_open without disabled)
+  std::atomic<bool> stream_lock_{false};
+  int watch_fd_ = -1;  // guarded by stream_lock_
   std::unique_ptr<RunStateWord> run_state_owner_;
   std::atomic<const RunStateWord*> run_state_{nullptr};
   std::thread thread_;

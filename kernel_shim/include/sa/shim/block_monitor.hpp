@@ -101,14 +101,18 @@ class BlockMonitor {
   bool any_exposed() noexcept;
   // sweep() returns whether it found work the monitor had left. It also
   // wakes, on its page, a Resuming activation found asleep by two sweeps in
-  // a row (Shim::wake_resuming), and sets `contended` if an activation that
-  // an idle runner watches was found preempted.
-  bool sweep(bool& contended) noexcept;
-  // watched_by_runner() is the sweep's look at one activation whose stream
-  // is paused because an idle runner watches it (Shim::stream_quiet): from
-  // its run-state word, a preemption notice, or a block that the runner left
-  // for kRunnerGraceNs (noted overdue; true).
-  bool watched_by_runner(Watch& w, int64_t now, bool& contended) noexcept;
+  // a row (Shim::wake_resuming), and tells the shim which CPUs turned
+  // contended or quiet.
+  bool sweep() noexcept;
+  // watched_by_runner() is the sweep's look, through its run-state word, at
+  // an activation that runs a processor an idle runner watches: a
+  // preemption notice if its stream is paused; a block the runner left for
+  // kRunnerGraceNs (noted overdue; true); and signs that the runner
+  // starves on its CPU (contended()).
+  bool watched_by_runner(Watch& w, int64_t now) noexcept;
+  // contended() marks `cpu` contended for kContendedHoldNs from `now`: its
+  // processors' streams go live, for the monitor (Shim::set_cpu_contended).
+  void contended(int cpu, int64_t now) noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
   // hand_off_blocks() tries the handoff of every noted block (overdue_only,
   // the sysmon: those noted a sweep ago; it marks the others) and returns
@@ -130,6 +134,12 @@ class BlockMonitor {
   std::atomic<uint32_t> sysmon_word_{0};      // futex: bumped to wake the sysmon
   bool sweep_only_ = false;  // SA_MONITOR_SWEEP_ONLY (fixed before the thread starts)
   std::vector<Pending> pending_;  // fallback: blocked, waiting for a spare (monitor thread only)
+  struct Contention {
+    int cpu;
+    int64_t until_ns;  // contended until then
+    bool on;           // as the shim was last told
+  };
+  std::vector<Contention> contention_;  // sysmon thread only
   std::thread thread_;
   std::thread sysmon_;  // with perf records only
 };

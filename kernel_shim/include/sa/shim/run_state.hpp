@@ -52,6 +52,12 @@ class RunStateWord {
   // never blocks. `since_ns`, if given, gets that switch's CLOCK_MONOTONIC
   // time (0 if Unknown).
   CpuState read(int64_t* since_ns = nullptr) const noexcept;
+  // longest_preemption() is the longest time the thread spent preempted
+  // (switched out with SWITCH_OUT_PREEMPT until switched in, or until
+  // `now_ns` if still out) among the records written since `cursor`, which
+  // it advances; 0 if none. Records the kernel overwrote meanwhile are
+  // skipped. One reader per cursor; never blocks.
+  int64_t longest_preemption(uint64_t& cursor, int64_t now_ns) const noexcept;
 
  private:
   RunStateWord(int fd, void* ring, size_t len) noexcept : fd_(fd), ring_(ring), len_(len) {}

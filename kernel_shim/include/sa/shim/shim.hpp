@@ -452,11 +452,33 @@ class Shim {
   enum class HandoffBy : uint8_t { monitor, sysmon, fault_server, runner };
   bool handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by = HandoffBy::monitor) noexcept;
   // runners_on() is true when idle runners do the handoffs (fixed by
-  // start(), before any activation runs). stream_quiet(vp) says whether an
-  // activation running processor `vp` keeps its monitor stream paused: its
-  // CPU's runner watches it instead (a waking record costs an irq_work).
+  // start(), before any activation runs).
   bool runners_on() const noexcept { return runners_on_; }
-  bool stream_quiet(int vp) const noexcept { return runners_on_ && cpu_of(vp) >= 0; }
+  // stream_live_for(vp) says whether an activation running processor `vp`
+  // keeps its monitor stream live. Not while `vp`'s idle runner watches it
+  // (a waking record costs an irq_work); again while the sysmon finds the
+  // CPU contended (set_cpu_contended), where the runner starves and the
+  // monitor, on another CPU, is the faster eye. One load.
+  bool stream_live_for(int vp) const noexcept {
+    return !runners_on_ || vp < 0 || vp >= options_.processors ||
+           live_by_vp_[static_cast<size_t>(vp)].load(std::memory_order_relaxed);
+  }
+  // sync_stream() brings `a`'s stream where its state wants it: live if it
+  // must hold (its wake-up must reach the monitor, step 6), as
+  // stream_live_for() says if it owns a processor, untouched otherwise.
+  // The state is read under the stream's flag: a handoff that makes `a`
+  // Lost and then syncs cannot be undone by an older look. Any thread.
+  void sync_stream(Activation& a) noexcept;
+  // check_stream() is the owner's own look (at each return to fiber code
+  // and each announced call), in Running: sync_stream() if its stream is
+  // not as its processor wants. Two loads when it is.
+  void check_stream(Activation& a) noexcept {
+    if (runners_on_ && a.stream_live() != stream_live_for(a.vproc.load(std::memory_order_relaxed))) sync_stream(a);
+  }
+  // set_cpu_contended() (the sysmon) switches the streams of the
+  // processors pinned to `cpu` live (true) or back to their runner, and
+  // syncs the activations running them now.
+  void set_cpu_contended(int cpu, bool contended) noexcept;
   // for_each_activation() visits every started activation (under a lock).
   template <class F>
   void for_each_activation(F f) const {
@@ -523,14 +545,18 @@ class Shim {
   void stop_runners() noexcept;
   void run_runner(Runner& r) noexcept;
   // A runner's look at its CPU's activations: hands off the blocked ones;
-  // false if none of them owns a processor (the runner may sleep).
+  // false if none of them owns a processor that the runner watches (the
+  // runner may sleep). It stands down on a contended CPU: there it would
+  // get a CPU only in scraps, and a scrap may end while it holds the pool
+  // lock, which the monitor then waits for (a SCHED_IDLE holder beside a
+  // hog: up to tens of ms).
   bool runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept;
  public:
   // arm_runner(vp) wakes the runner of `vp`'s CPU if it sleeps; called by an
   // activation that starts to own `vp` (after its state says so). One load
   // when the runner is awake. Never blocks.
   void arm_runner(int vp) noexcept {
-    if (!runners_on_ || vp < 0 || vp >= static_cast<int>(runner_of_vp_.size())) return;
+    if (!runners_on_ || vp < 0 || vp >= static_cast<int>(runner_of_vp_.size()) || stream_live_for(vp)) return;
     Runner* r = runner_of_vp_[static_cast<size_t>(vp)];
     // seq_cst fence: our new state before the runner's word (Dekker with
     // run_runner, which clears the word before it looks at the states).
@@ -550,6 +576,7 @@ class Shim {
   UpcallHandler& handler_;
   std::unique_ptr<BlockMonitor> monitor_;
   bool runners_on_ = false;                   // set by start() before any thread reads it
+  std::unique_ptr<std::atomic<bool>[]> live_by_vp_;  // stream_live_for(), by processor
   std::vector<std::unique_ptr<Runner>> runners_;
   std::vector<Runner*> runner_of_vp_;         // by processor (fixed by start())
   // Every started activation, for the runners to read without lock_:
@@ -616,7 +643,10 @@ inline bool Shim::enter_runtime() noexcept {
 
 inline void Shim::to_user() noexcept {
   Activation* a = Activation::current();
-  if (a && a->shim && a->shim->options_.activations) a->set_state(ActivationState::Running, ActivationState::User);
+  if (a && a->shim && a->shim->options_.activations) {
+    a->shim->check_stream(*a);  // in Running: never handed off meanwhile
+    a->set_state(ActivationState::Running, ActivationState::User);
+  }
 }
 
 }  // namespace sa::shim

@@ -1,0 +1,58 @@
+// Idle runners (shim.hpp, design (i)): the handoff from the CPU a block
+// vacated. These tests need CPUs with idle moments, so ctest runs them alone
+// (RUN_SERIAL): beside other tests' processes a CPU turns contended, and the
+// runner rightly stands down for the monitor.
+
+#include <catch2/catch.hpp>
+
+#include <sa/sa.hpp>
+
+#include <cstdlib>
+
+#include "scenarios.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using sa_test::deadlock_scenario;
+
+TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
+  // The runner runs SCHED_IDLE on the CPU the block vacates; on a quiet
+  // CPU the kernel switches to it at once and it makes the handoff itself
+  // (shim.hpp, design (i)). Beside other tests a CPU may have no idle
+  // moment for a while, so rounds repeat (a few ms each) until one handoff
+  // was the runner's, within a bound; each round must complete either way.
+  const bool annotate = GENERATE(true, false);
+  sa_test::Watchdog wd{30s, "idle runner handoffs"};
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  int rounds = 0;
+  sa::ShimStats s;
+  do {
+    long got = 0;
+    rt.run([&] { got = deadlock_scenario(2, annotate); });
+    REQUIRE(got == 10);
+    ++rounds;
+    s = rt.stats().shim;
+  } while (s.handoffs_by_runner == 0 && std::chrono::steady_clock::now() < until);
+  INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
+                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(s.perf);
+  CHECK(s.handoffs_by_runner >= 1);
+  CHECK(s.activations_running <= 2);
+}
+
+TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
+  sa_test::Watchdog wd{30s, "no idle runners"};
+  REQUIRE(::setenv("SA_IDLE_RUNNERS", "0", 1) == 0);
+  sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
+  REQUIRE(::unsetenv("SA_IDLE_RUNNERS") == 0);
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
+  CHECK(got == 10);
+  auto s = rt.stats().shim;
+  INFO("handoffs by monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(s.activation_blocked >= 1);
+  CHECK(s.handoffs_by_runner == 0);
+  CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
+}
