@@ -453,6 +453,7 @@ void Shim::sync_stream(Activation& a) noexcept {
 
 void Shim::set_cpu_contended(int cpu, bool contended) noexcept {
   if (!runners_on_) return;
+  if (contended) n_contended_.fetch_add(1, std::memory_order_relaxed);
   for (int vp = 0; vp < options_.processors; ++vp)
     if (cpu_of(vp) == cpu) live_by_vp_[static_cast<size_t>(vp)].store(contended, std::memory_order_relaxed);
   {
@@ -775,6 +776,7 @@ ShimStats Shim::stats() const {
   }
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
+  s.contended_spells = n_contended_.load(std::memory_order_relaxed);
   s.records_swept = monitor_ ? monitor_->swept() : 0;
   PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());

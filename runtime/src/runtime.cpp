@@ -130,7 +130,8 @@ Stats Runtime::stats() const {
                      .handoffs_by_monitor = k.handoffs_by_monitor,
                      .handoffs_by_sysmon = k.handoffs_by_sysmon,
                      .handoffs_by_fault_server = k.handoffs_by_fault_server,
-                     .handoffs_by_runner = k.handoffs_by_runner};
+                     .handoffs_by_runner = k.handoffs_by_runner,
+                     .contended_spells = k.contended_spells};
   s.fibers_spawned = core_->spawned_fibers();
   s.fibers_live = core_->live_fibers();
   return s;

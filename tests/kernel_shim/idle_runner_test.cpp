@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 
+#include "cpu_hogs.hpp"
 #include "scenarios.hpp"
 #include "test_support.hpp"
 
@@ -55,4 +56,37 @@ TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as 
   CHECK(s.activation_blocked >= 1);
   CHECK(s.handoffs_by_runner == 0);
   CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
+}
+
+TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the monitor hands off") {
+  // The runner of a CPU that a hog shares gets it in scraps; the sysmon
+  // sees the activation's long preemptions, marks the CPU contended, and
+  // the stream goes live, so the monitor, on the free CPU, makes the
+  // handoffs (shim.hpp, design (i)).
+  sa_test::Watchdog wd{30s, "idle runner beside a hog"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
+  const int cpu = rt.stats().vprocs[0].cpu;
+  REQUIRE(cpu >= 0);
+  sa_hogs::CpuHogs hogs{1, {cpu}};
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  int rounds = 0;
+  sa::ShimStats s;
+  do {
+    long got = 0;
+    rt.run([&] {
+      got = deadlock_scenario(1, /*annotate=*/true);
+      // Compute beside the hog for a while: long preemptions to see.
+      sa_test::busy_for(2ms);
+    });
+    REQUIRE(got == 9);
+    ++rounds;
+    s = rt.stats().shim;
+  } while ((s.contended_spells == 0 || s.handoffs_by_monitor == 0) && std::chrono::steady_clock::now() < until);
+  hogs.stop();
+  INFO(rounds << " rounds; contended spells " << s.contended_spells << "; handoffs by runner "
+              << s.handoffs_by_runner << ", monitor " << s.handoffs_by_monitor << ", sysmon "
+              << s.handoffs_by_sysmon);
+  CHECK(s.contended_spells >= 1);
+  CHECK(s.handoffs_by_monitor >= 1);
+  CHECK(s.activations_running <= 1);
 }

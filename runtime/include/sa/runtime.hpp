@@ -111,6 +111,7 @@ struct ShimStats {
   uint64_t handoffs_by_sysmon = 0;        // the sysmon's sweep (the monitor had no CPU, or no wake-up),
   uint64_t handoffs_by_fault_server = 0;  // a PagedRegion's fault server (a uffd message),
   uint64_t handoffs_by_runner = 0;        // the idle runner of the CPU the block vacated
+  uint64_t contended_spells = 0;  // times a CPU turned contended: its runner stood down for the monitor
 };
 
 struct Stats {

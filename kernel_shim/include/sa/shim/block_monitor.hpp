@@ -32,9 +32,15 @@
 // activation asleep would leave nothing to wake the monitor. With nothing
 // exposed it sleeps without a timeout; activity() (an activation leaving
 // Idle or the pool) re-arms it.
+// With idle runners (shim.hpp, design (i)) the owners' streams are paused
+// while their CPU is quiet, so the sweep also reads each activation's
+// run-state word: preemption notices for paused streams, blocks a runner
+// left for 50 µs, and the long preemptions that mark a CPU contended
+// (its streams then go live for the monitor, and its runner stands down).
 // SA_MONITOR_SWEEP_ONLY=1 in the environment of a runtime's construction
 // leaves the fds out of the epoll set, so that the sweep alone sees the
-// records: for the test of the sweep, never for production.
+// records (and starts no idle runner): for the test of the sweep, never
+// for production.
 //
 // Fallback, when perf_event_open is refused (EACCES, ENOSYS, paranoid 3) or
 // disabled: while some activation is InCall, running fiber code (User) or

@@ -25,7 +25,9 @@
 //     activation returns to the pool. So at most one activation runs user
 //     code per processor (I1) and a blocked call holds no processor (I3).
 //
-// Handoff protocol (one processor `vp`, activation `a` running it):
+// Handoff protocol (one processor `vp`, activation `a` running it). "The
+// monitor" below is whoever saw the block: with pinned processors mostly
+// the idle runner of a's CPU (design (i) below), else the BlockMonitor.
 //   1. a: enter_call(): state Running -> InCall (CAS); call starts.
 //   2. kernel blocks a; monitor reads the switch-out record.
 //   3. monitor: takes a spare s from the pool (if it is empty, starts one, up
@@ -165,7 +167,45 @@
 // 13-14 µs quiet, but with a CPU hog on the blocked CPU only 337 / 219 µs
 // against 60-67: the runner cannot run there and the sysmon's sweep does
 // the handoff, as in (g). A hybrid (streams that wake only for a CPU whose
-// runner starves) is the open idea.
+// runner starves) was the open idea; (i) is that hybrid, and is in.
+//
+// (i) Idle runners with a contended fallback (idle_runner.cpp; the design
+// in use with pinned processors and perf; SA_IDLE_RUNNERS=0 turns it off):
+//   - A runner per CPU that a processor is pinned to: a plain thread (no
+//     activation, never runs user code, so not counted by I1), SCHED_IDLE,
+//     pinned there, runnable (sched_yield in a loop) while an activation
+//     owns one of its processors, asleep on a futex otherwise (arm_runner()
+//     wakes it when one starts to own one). The kernel switches to it the
+//     moment that activation blocks, with no wake-up. It reads the
+//     activation's run-state word: Sleeping while InCall or User is a block,
+//     and it calls handoff() itself, which wakes a spare on that CPU (one
+//     wake-up, no irq_work).
+//   - The owners' monitor streams stay paused meanwhile (stream_live_for),
+//     so no switch of theirs costs an irq_work. A Lost activation's stream
+//     goes live in handoff() (sync_stream), since its wake-up must reach
+//     the monitor (step 6); it pauses again once held.
+//   - A CPU with another process's thread on it starves its runner, which
+//     then gets the CPU in scraps. The sysmon reads every activation's
+//     run-state records at each sweep; a preemption of 300 µs or more (a
+//     time slice of a CPU-bound thread; our own threads preempt one
+//     another for less) or a block the runner left for 50 µs marks the CPU
+//     contended for 500 ms. There the owners' streams are live (the sysmon
+//     syncs the running ones; the others at their next return to fiber
+//     code, announced call or wake-up) and the runner stands down: the
+//     monitor, on another CPU's idle time, does the handoffs as before (g),
+//     and the runner never takes the pool lock in a scrap of CPU that may
+//     end before it lets go (a SCHED_IDLE holder beside a hog: tens of ms).
+//   - bench_handoff --quick, alternating with SA_IDLE_RUNNERS=0 on
+//     2026-12-06 (AMD EPYC, 2 vCPUs): quiet, annotated p50 9-14 µs against
+//     23-38, detected 12-15 against 26-35; a hog on the blocked CPU,
+//     annotated p50 54-81 µs against 52-79 (the sysmon does the handoffs
+//     until the CPU is marked contended: p99 up to 2.5 ms in some runs, as
+//     the old design showed in others); a hog on each CPU, 190-910 µs
+//     against 420 (the sysmon's sweep, either way).
+//   - Rejected inside it: the sysmon sweeping every 200 µs instead of going
+//     live (a wake-up of a normal thread 5000 times a second, and the
+//     handoff beside a hog went from 70 µs to 950); runners on every CPU
+//     watching every processor (one spins on each idle CPU).
 
 #include <atomic>
 #include <cstdint>
@@ -285,6 +325,7 @@ struct ShimStats {
   uint64_t handoffs_by_sysmon = 0;
   uint64_t handoffs_by_fault_server = 0;
   uint64_t handoffs_by_runner = 0;  // the idle runner of the blocked CPU (design (i))
+  uint64_t contended_spells = 0;    // times a runner's CPU turned contended (its streams went live)
 };
 
 class BlockMonitor;
@@ -612,6 +653,7 @@ class Shim {
   std::atomic<uint64_t> call_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> detected_buckets_[LatencyHistogram::kBuckets] = {};
   std::atomic<uint64_t> n_preempted_{0};
+  std::atomic<uint64_t> n_contended_{0};
   std::atomic<uint64_t> n_donations_{0};
 
  public:
