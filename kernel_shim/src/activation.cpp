@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 #include <system_error>
 
@@ -110,6 +111,13 @@ bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
 void Activation::apply_stream(bool live) noexcept {
   if (stream_live_.load(std::memory_order_relaxed) == live) return;
   stream_live_.store(live, std::memory_order_relaxed);
+  if (live) {
+    // Before the ioctl: every record it lets through is later (records
+    // carry CLOCK_MONOTONIC times, as steady_clock).
+    timespec t{};
+    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    stream_since_ns_.store(int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec, std::memory_order_release);
+  }
   if (watch_fd_ >= 0) ::ioctl(watch_fd_, PERF_EVENT_IOC_PAUSE_OUTPUT, live ? 0 : 1);
 }
 

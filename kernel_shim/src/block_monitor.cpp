@@ -39,8 +39,12 @@ constexpr int64_t kRunnerGraceNs = 50'000;
 // Shorter preemptions are mostly our own: the sysmon's sweep, a Lost
 // activation's wake-up until it holds, a spare's start.
 constexpr int64_t kContendedPreemptNs = 300'000;
-// How long a CPU stays contended after the last sign of it: its processors'
-// streams stay live for the monitor meanwhile (Shim::set_cpu_contended).
+// A CPU turns contended at a second sign of it, in another sweep, within
+// kConfirmNs of the first (a CPU-bound thread gives one per time slice; a
+// kernel worker's blip gives one), and stays so until kContendedHoldNs
+// after the last: its processors' streams stay live for the monitor
+// meanwhile (Shim::set_cpu_contended).
+constexpr int64_t kConfirmNs = 100'000'000;
 constexpr int64_t kContendedHoldNs = 500'000'000;
 
 int64_t now_ns() noexcept {
@@ -218,6 +222,9 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
   // already returned to user space.
   int last = 0;  // 0 none, 1 blocked, 2 running
   uint64_t last_time = 0;
+  // Records from before the stream's last pause are stale: they may show
+  // an old switch of an activation that has run (or blocked) since.
+  const int64_t fresh_from = w.a ? w.a->stream_since_ns() : 0;
   while (tail < head) {
     perf_event_header hdr;
     copy(&hdr, tail, sizeof hdr);
@@ -225,6 +232,10 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
     if (hdr.type == PERF_RECORD_SWITCH) {
       uint64_t time = 0;
       if (hdr.size >= sizeof hdr + sizeof time) copy(&time, tail + sizeof hdr, sizeof time);
+      if (static_cast<int64_t>(time) < fresh_from) {
+        tail += hdr.size;
+        continue;
+      }
       const bool out = hdr.misc & PERF_RECORD_MISC_SWITCH_OUT;
       const bool preempted = hdr.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT;
       if (out && preempted && w.a) shim_.preempted(*w.a);
@@ -359,6 +370,7 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
 bool BlockMonitor::sweep() noexcept {
   bool found = false;
   const int64_t now = now_ns();
+  ++sweeps_;
   {
     std::lock_guard g(lock_);
     for (auto& w : watches_) {
@@ -398,12 +410,14 @@ bool BlockMonitor::sweep() noexcept {
 }
 
 void BlockMonitor::contended(int cpu, int64_t now) noexcept {
-  for (Contention& c : contention_)
-    if (c.cpu == cpu) {
-      c.until_ns = now + kContendedHoldNs;
-      return;
-    }
-  contention_.push_back(Contention{cpu, now + kContendedHoldNs, false});
+  Contention* c = nullptr;
+  for (Contention& have : contention_)
+    if (have.cpu == cpu) c = &have;
+  if (!c) c = &contention_.emplace_back(Contention{cpu});
+  if (c->sign_sweep == sweeps_) return;  // one sign per sweep
+  if (c->on || (c->sign_sweep != 0 && now - c->sign_ns <= kConfirmNs)) c->until_ns = now + kContendedHoldNs;
+  c->sign_ns = now;
+  c->sign_sweep = sweeps_;
 }
 
 bool BlockMonitor::watched_by_runner(Watch& w, int64_t now) noexcept {

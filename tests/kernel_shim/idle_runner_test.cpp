@@ -1,7 +1,8 @@
 // Idle runners (shim.hpp, design (i)): the handoff from the CPU a block
 // vacated. These tests need CPUs with idle moments, so ctest runs them alone
 // (RUN_SERIAL): beside other tests' processes a CPU turns contended, and the
-// runner rightly stands down for the monitor.
+// runner rightly stands down for the monitor. They ask for the runners with
+// SA_IDLE_RUNNERS=1, since TSan builds leave them off by default.
 
 #include <catch2/catch.hpp>
 
@@ -16,6 +17,17 @@
 using namespace std::chrono_literals;
 using sa_test::deadlock_scenario;
 
+namespace {
+
+// RunnersOn sets SA_IDLE_RUNNERS=1 for the runtimes constructed in its
+// lifetime.
+struct RunnersOn {
+  RunnersOn() { REQUIRE(::setenv("SA_IDLE_RUNNERS", "1", 1) == 0); }
+  ~RunnersOn() { ::unsetenv("SA_IDLE_RUNNERS"); }
+};
+
+}  // namespace
+
 TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
   // The runner runs SCHED_IDLE on the CPU the block vacates; on a quiet
   // CPU the kernel switches to it at once and it makes the handoff itself
@@ -24,6 +36,7 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   // was the runner's, within a bound; each round must complete either way.
   const bool annotate = GENERATE(true, false);
   sa_test::Watchdog wd{30s, "idle runner handoffs"};
+  RunnersOn on;
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
   const auto until = std::chrono::steady_clock::now() + 10s;
   int rounds = 0;
@@ -64,6 +77,7 @@ TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the m
   // the stream goes live, so the monitor, on the free CPU, makes the
   // handoffs (shim.hpp, design (i)).
   sa_test::Watchdog wd{30s, "idle runner beside a hog"};
+  RunnersOn on;
   sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
   const int cpu = rt.stats().vprocs[0].cpu;
   REQUIRE(cpu >= 0);

@@ -212,6 +212,10 @@ class Activation {
   // system call when the stream is already so.
   void set_stream(bool live) noexcept;
   bool stream_live() const noexcept { return stream_live_.load(std::memory_order_relaxed); }
+  // stream_since_ns() is when the stream last went live (CLOCK_MONOTONIC
+  // ns): records older than that were written before a pause, and may be
+  // left unread in the ring from long ago; the monitor ignores them.
+  int64_t stream_since_ns() const noexcept { return stream_since_ns_.load(std::memory_order_acquire); }
   // stream_locked() runs f() with the stream's spin flag held (Shim::
   // sync_stream: a state read and the change it implies, together).
   template <class F>
@@ -232,6 +236,7 @@ class Activation {
   std::atomic<int> tid_{0};
   std::atomic<int> pinned_cpu_{-1};
   std::atomic<bool> stream_live_{true};  // a new stream writes (perf_event_open without disabled)
+  std::atomic<int64_t> stream_since_ns_{0};
   std::atomic<bool> stream_lock_{false};
   int watch_fd_ = -1;  // guarded by stream_lock_
   std::unique_ptr<RunStateWord> run_state_owner_;

@@ -116,8 +116,10 @@ class BlockMonitor {
   // kRunnerGraceNs (noted overdue; true); and signs that the runner
   // starves on its CPU (contended()).
   bool watched_by_runner(Watch& w, int64_t now) noexcept;
-  // contended() marks `cpu` contended for kContendedHoldNs from `now`: its
-  // processors' streams go live, for the monitor (Shim::set_cpu_contended).
+  // contended() notes a sign that `cpu` is contended; a second one, in
+  // another sweep, within kConfirmNs, marks it contended for
+  // kContendedHoldNs: its processors' streams go live, for the monitor
+  // (Shim::set_cpu_contended).
   void contended(int cpu, int64_t now) noexcept;
   // note_block() records in `w` (under lock_) a block its records showed;
   // hand_off_blocks() tries the handoff of every noted block (overdue_only,
@@ -142,10 +144,13 @@ class BlockMonitor {
   std::vector<Pending> pending_;  // fallback: blocked, waiting for a spare (monitor thread only)
   struct Contention {
     int cpu;
-    int64_t until_ns;  // contended until then
-    bool on;           // as the shim was last told
+    int64_t until_ns = 0;     // contended until then
+    bool on = false;          // as the shim was last told
+    int64_t sign_ns = 0;      // the last sign of contention...
+    uint64_t sign_sweep = 0;  // ... and its sweep (0: none yet)
   };
   std::vector<Contention> contention_;  // sysmon thread only
+  uint64_t sweeps_ = 0;                 // sysmon thread only
   std::thread thread_;
   std::thread sysmon_;  // with perf records only
 };

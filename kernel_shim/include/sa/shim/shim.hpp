@@ -281,7 +281,8 @@ struct ShimOptions {
   bool use_perf = true;          // false: the fallback monitor even if perf works
   // Activations mode with pinned processors and perf: an idle runner per
   // CPU does the handoffs (design (i) above). SA_IDLE_RUNNERS=0 in the
-  // environment of the construction also turns it off (A/B runs).
+  // environment of start() turns it off (A/B runs), =1 on where it is off
+  // by default (TSan builds, shim.cpp).
   bool idle_runners = true;
 };
 
