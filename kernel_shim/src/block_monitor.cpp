@@ -404,6 +404,8 @@ bool BlockMonitor::sweep() noexcept {
     c.on = on;
     shim_.set_cpu_contended(c.cpu, on);
   }
+  // A runner's handoffs leave the pool's restocking to us (a normal thread).
+  if (shim_.runners_on()) shim_.restock();
   // Blocks found here, and blocks the monitor noted a sweep ago and has
   // not handed off (it may have been preempted right after it read them).
   return hand_off_blocks(/*overdue_only=*/true) || found;

@@ -27,6 +27,18 @@ void Shim::start_runners() {
   for (auto& r : runners_) r->thread = std::thread([this, p = r.get()] { run_runner(*p); });
 }
 
+Shim::NormalClassWhileRunner::NormalClassWhileRunner(HandoffBy by) noexcept {
+  if (by != HandoffBy::runner) return;
+  sched_param normal{};
+  lifted_ = ::sched_setscheduler(0, SCHED_OTHER, &normal) == 0;
+}
+
+Shim::NormalClassWhileRunner::~NormalClassWhileRunner() {
+  if (!lifted_) return;
+  sched_param idle{};
+  ::sched_setscheduler(0, SCHED_IDLE, &idle);
+}
+
 void Shim::stop_runners() noexcept {
   for (auto& r : runners_) {
     r->armed.store(1, std::memory_order_seq_cst);

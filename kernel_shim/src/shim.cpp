@@ -274,6 +274,10 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
     }
   }
   if (!s) {
+    // A runner (idle class) makes the thread at normal class: a scrap of CPU
+    // that ends while it holds the pool lock would stall every other user
+    // of the lock until its CPU idles again. (Rare: the pool ran dry.)
+    const NormalClassWhileRunner normal(by);
     PoolLock g(lock_);
     if (static_cast<int>(all_.size()) < options_.max_activations) {
       // Grow the pool; the new activation announces itself by joining it.
@@ -339,7 +343,15 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   // release: takes_over and blocked_at_ns before the job.
   s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
   futex_wake(s->job, 1);
-  // Keep one spare ready for the next block, off the critical path.
+  // Keep one spare ready for the next block, off the critical path; a
+  // runner leaves it to the sysmon (restock()): it would take the pool lock
+  // in whatever scrap of CPU it gets next.
+  if (by == HandoffBy::runner) return true;
+  restock();
+  return true;
+}
+
+void Shim::restock() noexcept {
   PoolLock g(lock_);
   if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
       static_cast<int>(all_.size()) < options_.max_activations) {
@@ -350,7 +362,6 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
       starting_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
-  return true;
 }
 
 namespace {

@@ -8,7 +8,14 @@
 
 #include <sa/sa.hpp>
 
+#include <dirent.h>
+#include <sched.h>
+
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "cpu_hogs.hpp"
 #include "scenarios.hpp"
@@ -25,6 +32,29 @@ struct RunnersOn {
   RunnersOn() { REQUIRE(::setenv("SA_IDLE_RUNNERS", "1", 1) == 0); }
   ~RunnersOn() { ::unsetenv("SA_IDLE_RUNNERS"); }
 };
+
+// runner_policies() is the scheduling policy (/proc/self/task/*/stat,
+// field 41) of each sa-run thread.
+std::vector<int> runner_policies() {
+  std::vector<int> out;
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream stat(std::string("/proc/self/task/") + e->d_name + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    if (line.compare(open + 1, 6, "sa-run") != 0) continue;
+    std::istringstream rest(line.substr(close + 2));  // field 3 on
+    std::string field;
+    for (int i = 3; i <= 41 && rest >> field; ++i)
+      if (i == 41) out.push_back(std::stoi(field));
+  }
+  ::closedir(d);
+  return out;
+}
 
 }  // namespace
 
@@ -54,6 +84,12 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   CHECK(s.perf);
   CHECK(s.handoffs_by_runner >= 1);
   CHECK(s.activations_running <= 2);
+  // The runners are back in the idle class after any pool growth they did
+  // at normal class (NormalClassWhileRunner), or they would compete with
+  // the activations for their CPUs.
+  const std::vector<int> policies = runner_policies();
+  CHECK(policies.size() >= 1);
+  for (int p : policies) CHECK(p == SCHED_IDLE);
 }
 
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {

@@ -493,6 +493,10 @@ class Shim {
   // spare (the held-taker branch would make the caller Leaving).
   enum class HandoffBy : uint8_t { monitor, sysmon, fault_server, runner };
   bool handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by = HandoffBy::monitor) noexcept;
+  // restock() starts a spare activation if none is free, none is starting
+  // and the limit allows (the sysmon, after a runner's handoffs). Takes the
+  // pool lock; never blocks otherwise.
+  void restock() noexcept;
   // runners_on() is true when idle runners do the handoffs (fixed by
   // start(), before any activation runs).
   bool runners_on() const noexcept { return runners_on_; }
@@ -584,6 +588,19 @@ class Shim {
     std::thread thread;
   };
   void start_runners();
+  // NormalClassWhileRunner lifts a runner's thread (HandoffBy::runner) to
+  // SCHED_OTHER for its lifetime: around the rare pool growth, which holds
+  // the pool lock across a thread's creation. No-op for other callers.
+  class NormalClassWhileRunner {
+   public:
+    explicit NormalClassWhileRunner(HandoffBy by) noexcept;
+    ~NormalClassWhileRunner();
+    NormalClassWhileRunner(const NormalClassWhileRunner&) = delete;
+    NormalClassWhileRunner& operator=(const NormalClassWhileRunner&) = delete;
+
+   private:
+    bool lifted_ = false;
+  };
   void stop_runners() noexcept;
   void run_runner(Runner& r) noexcept;
   // A runner's look at its CPU's activations: hands off the blocked ones;
