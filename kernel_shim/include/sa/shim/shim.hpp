@@ -195,17 +195,36 @@
 //     monitor, on another CPU's idle time, does the handoffs as before (g),
 //     and the runner never takes the pool lock in a scrap of CPU that may
 //     end before it lets go (a SCHED_IDLE holder beside a hog: tens of ms).
-//   - bench_handoff --quick, alternating with SA_IDLE_RUNNERS=0 on
-//     2026-12-06 (AMD EPYC, 2 vCPUs): quiet, annotated p50 9-14 µs against
-//     23-38, detected 12-15 against 26-35; a hog on the blocked CPU,
-//     annotated p50 54-81 µs against 52-79 (the sysmon does the handoffs
-//     until the CPU is marked contended: p99 up to 2.5 ms in some runs, as
-//     the old design showed in others); a hog on each CPU, 190-910 µs
-//     against 420 (the sysmon's sweep, either way).
+//   - bench_handoff --quick, 5 pairs alternating with SA_IDLE_RUNNERS=0 on
+//     2026-12-07 (AMD EPYC, 2 vCPUs; bench/results/handoff-idle-runners.md):
+//     quiet, annotated p50 8.4 µs against 22.2, detected 9.1 against 23.5;
+//     a hog on the blocked CPU, annotated p50 45 µs against 54 (the
+//     monitor, either way); a hog on each CPU, 192-197 µs either way (the
+//     sysmon). blocking_mix: K = 0 compute 5% faster (no irq_work per
+//     owner switch), kept 0.97 of it against 1.00.
+//   - A CPU is marked contended at a second sign within 100 ms, in another
+//     sweep: a kernel worker's single blip would cost 500 ms of monitor
+//     handoffs. Records from before a stream's last resume are ignored by
+//     the monitor (Activation::stream_since_ns): a stale switch-in left in
+//     the ring would make a Lost activation hold before its fault's fill.
+//   - The runner takes the pool lock only to pop a spare, at the moment
+//     its CPU fell idle; it leaves restocking to the sysmon (restock()) and
+//     grows the pool lifted to SCHED_OTHER (NormalClassWhileRunner). TSan
+//     builds leave the runners off unless SA_IDLE_RUNNERS=1: a runner
+//     preempted inside TSan's own locks starved normal threads.
 //   - Rejected inside it: the sysmon sweeping every 200 µs instead of going
 //     live (a wake-up of a normal thread 5000 times a second, and the
 //     handoff beside a hog went from 70 µs to 950); runners on every CPU
 //     watching every processor (one spins on each idle CPU).
+//   - Tried and not landed: a standby, a spare activation that watches in
+//     the runner's place (SCHED_IDLE, pinned) and takes the blocked
+//     processor itself, saving the spare's wake-up (about 5 µs of the 9).
+//     It must return to SCHED_OTHER first (sched_setscheduler: 1.7-2.0 µs
+//     here), and either the runner thread sleeps while it watches (then
+//     its wake-up is on the path) or stays runnable beside it (then the
+//     kernel often runs the runner first, which yields: a 6 µs detour in
+//     the traces). Re-appointing a standby woke a spare on the path too.
+//     Quick runs: annotated p50 10-20 µs against 9-13, so it went.
 
 #include <atomic>
 #include <cstdint>
