@@ -251,9 +251,8 @@ TEST_CASE("the sysmon's periodic sweep alone finds blocks whose record wake-up n
   // SA_MONITOR_SWEEP_ONLY no record wakes the monitor at all, so every
   // handoff and every hold signal here comes from the sysmon's sweep.
   sa_test::Watchdog wd{30s, "monitor sweep only"};
-  REQUIRE(::setenv("SA_MONITOR_SWEEP_ONLY", "1", 1) == 0);
+  const sa_test::ScopedEnv sweep_only{"SA_MONITOR_SWEEP_ONLY", "1"};
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
-  REQUIRE(::unsetenv("SA_MONITOR_SWEEP_ONLY") == 0);
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
   CHECK(got == 10);

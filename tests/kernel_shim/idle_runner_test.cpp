@@ -26,13 +26,6 @@ using sa_test::deadlock_scenario;
 
 namespace {
 
-// RunnersOn sets SA_IDLE_RUNNERS=1 for the runtimes constructed in its
-// lifetime.
-struct RunnersOn {
-  RunnersOn() { REQUIRE(::setenv("SA_IDLE_RUNNERS", "1", 1) == 0); }
-  ~RunnersOn() { ::unsetenv("SA_IDLE_RUNNERS"); }
-};
-
 // runner_policies() is the scheduling policy (/proc/self/task/*/stat,
 // field 41) of each sa-run thread.
 std::vector<int> runner_policies() {
@@ -66,7 +59,7 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   // was the runner's, within a bound; each round must complete either way.
   const bool annotate = GENERATE(true, false);
   sa_test::Watchdog wd{30s, "idle runner handoffs"};
-  RunnersOn on;
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
   const auto until = std::chrono::steady_clock::now() + 10s;
   int rounds = 0;
@@ -94,9 +87,8 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
 
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
   sa_test::Watchdog wd{30s, "no idle runners"};
-  REQUIRE(::setenv("SA_IDLE_RUNNERS", "0", 1) == 0);
+  const sa_test::ScopedEnv off{"SA_IDLE_RUNNERS", "0"};
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
-  REQUIRE(::unsetenv("SA_IDLE_RUNNERS") == 0);
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/true); });
   CHECK(got == 10);
@@ -113,7 +105,7 @@ TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the m
   // the stream goes live, so the monitor, on the free CPU, makes the
   // handoffs (shim.hpp, design (i)).
   sa_test::Watchdog wd{30s, "idle runner beside a hog"};
-  RunnersOn on;
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
   sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
   const int cpu = rt.stats().vprocs[0].cpu;
   REQUIRE(cpu >= 0);

@@ -130,4 +130,17 @@ inline void busy_for(std::chrono::nanoseconds d) {
   }
 }
 
+// ScopedEnv sets environment variable `name` to `value` for its lifetime
+// (for the runtimes constructed meanwhile), then unsets it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
 }  // namespace sa_test
