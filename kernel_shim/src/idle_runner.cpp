@@ -48,10 +48,10 @@ void Shim::stop_runners() noexcept {
     if (r->thread.joinable()) r->thread.join();
 }
 
-bool Shim::runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept {
+bool Shim::runner_pass(Runner& r, std::vector<Tried>& tried) noexcept {
   bool busy = false;
   const int n = n_slots_.load(std::memory_order_acquire);
-  if (tried.size() < static_cast<size_t>(n)) tried.resize(static_cast<size_t>(n), 0);
+  if (tried.size() < static_cast<size_t>(n)) tried.resize(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     Activation& a = *slots_[static_cast<size_t>(i)].load(std::memory_order_acquire);
     const ActivationState st = a.state();
@@ -63,11 +63,15 @@ bool Shim::runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept {
     busy = true;
     if (st == ActivationState::Running) continue;  // runtime code: never handed off
     // The kernel's own record of its last switch (run_state.hpp): asleep,
-    // not preempted. Each block is tried until a handoff() takes it.
+    // not preempted. Each block is tried until a handoff() takes it, or
+    // kMaxTries times while the pool has no spare (a new one is starting,
+    // or the limit is reached): then the sysmon's sweep retries it.
+    Tried& t = tried[static_cast<size_t>(i)];
     int64_t since = 0;
-    if (a.cpu_state(&since) != CpuState::Sleeping || since == tried[static_cast<size_t>(i)]) continue;
+    if (a.cpu_state(&since) != CpuState::Sleeping || (since == t.since && t.done)) continue;
     if (st == ActivationState::InCall && since < a.call_started_ns.load(std::memory_order_relaxed)) continue;
-    if (handoff(a, since, HandoffBy::runner)) tried[static_cast<size_t>(i)] = since;
+    if (since != t.since) t = Tried{since, 0, false};
+    t.done = handoff(a, since, HandoffBy::runner) || ++t.tries >= kMaxTries;
   }
   return busy;
 }
@@ -84,7 +88,7 @@ void Shim::run_runner(Runner& r) noexcept {
   CPU_ZERO(&set);
   CPU_SET(r.cpu, &set);
   if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0 || ::sched_setaffinity(0, sizeof set, &set) != 0) return;
-  std::vector<int64_t> tried;
+  std::vector<Tried> tried;
   while (!stopping_.load(std::memory_order_seq_cst)) {
     // perf refused (the first activation found out): no run-state words,
     // nothing to watch. Left armed, arm_runner() never calls in vain.

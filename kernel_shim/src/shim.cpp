@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <sched.h>
 #include <stdexcept>
 #include <linux/perf_event.h>
@@ -258,10 +259,17 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   // handed another processor (wait_for_processor stores a.vproc).
   const int vp = a.vproc.load(std::memory_order_relaxed);
   Activation* s = take_spare(cpu_of(vp));
+  // No spare (rare: the pool ran dry). A runner (idle class) does what
+  // follows at normal class: a scrap of CPU that ended while it held the
+  // held-queue or the pool lock would stall every other user of the lock
+  // (VProcs taking held activations, activations going back to the pool)
+  // until its CPU idles again.
+  std::optional<NormalClassWhileRunner> normal;
+  if (!s) normal.emplace(by);
   if (!s && from == ActivationState::InCall && from_monitor) {
-    // No spare: a held activation is as good a taker as a spare. It leaves
-    // the queue only once `a` is ours: a VProc that saw it queued must not
-    // go idle on an empty queue meanwhile.
+    // A held activation is as good a taker as a spare. It leaves the queue
+    // only once `a` is ours: a VProc that saw it queued must not go idle on
+    // an empty queue meanwhile.
     std::unique_lock g(held_lock_);
     if (Activation* h = held_front()) {
       if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) return true;
@@ -274,10 +282,6 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
     }
   }
   if (!s) {
-    // A runner (idle class) makes the thread at normal class: a scrap of CPU
-    // that ends while it holds the pool lock would stall every other user
-    // of the lock until its CPU idles again. (Rare: the pool ran dry.)
-    const NormalClassWhileRunner normal(by);
     PoolLock g(lock_);
     if (static_cast<int>(all_.size()) < options_.max_activations) {
       // Grow the pool; the new activation announces itself by joining it.

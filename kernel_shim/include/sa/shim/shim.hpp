@@ -608,8 +608,9 @@ class Shim {
   };
   void start_runners();
   // NormalClassWhileRunner lifts a runner's thread (HandoffBy::runner) to
-  // SCHED_OTHER for its lifetime: around the rare pool growth, which holds
-  // the pool lock across a thread's creation. No-op for other callers.
+  // SCHED_OTHER for its lifetime: around the rare handoffs without a free
+  // spare, which hold the held-queue lock or the pool lock (across a
+  // thread's creation). No-op for other callers.
   class NormalClassWhileRunner {
    public:
     explicit NormalClassWhileRunner(HandoffBy by) noexcept;
@@ -628,7 +629,13 @@ class Shim {
   // get a CPU only in scraps, and a scrap may end while it holds the pool
   // lock, which the monitor then waits for (a SCHED_IDLE holder beside a
   // hog: up to tens of ms).
-  bool runner_pass(Runner& r, std::vector<int64_t>& tried) noexcept;
+  struct Tried {  // a runner's handoff tries of one activation's last block
+    int64_t since = 0;
+    int tries = 0;
+    bool done = false;
+  };
+  static constexpr int kMaxTries = 64;
+  bool runner_pass(Runner& r, std::vector<Tried>& tried) noexcept;
  public:
   // arm_runner(vp) wakes the runner of `vp`'s CPU if it sleeps; called by an
   // activation that starts to own `vp` (after its state says so). One load
