@@ -1,9 +1,11 @@
 #include <sa/shim/activation.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
@@ -122,7 +124,7 @@ void Activation::apply_stream(bool live) noexcept {
 }
 
 void Activation::set_stream(bool live) noexcept {
-  if (stream_live_.load(std::memory_order_relaxed) == live) return;  // rechecked under the flag
+  if (stream_live_.load(std::memory_order_relaxed) == live) return;  // rechecked under the lock
   stream_locked([&] { apply_stream(live); });
 }
 
@@ -148,6 +150,21 @@ void Activation::main() {
   // them about 50 µs late (sleep_for(50 µs) took 120 µs at p50, 64 µs with
   // this).
   ::prctl(PR_SET_TIMERSLACK, kTimerSlackNs);
+  // A thread inherits its creator's policy, and the monitor and the idle
+  // runners, which may start activations when the pool runs dry, are
+  // SCHED_IDLE: an activation left there would run its processor only when
+  // nothing else wants the CPU. Leave it (an unprivileged process may be
+  // refused: RLIMIT_NICE; then say so once).
+  if (::sched_getscheduler(0) == SCHED_IDLE) {
+    sched_param normal{};
+    if (::sched_setscheduler(0, SCHED_OTHER, &normal) != 0) {
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true))
+        std::fprintf(stderr, "sa: activation %d started in SCHED_IDLE and cannot leave it (%s); "
+                             "it runs a processor only when its CPU is otherwise idle\n",
+                     id_, std::strerror(errno));
+    }
+  }
   AltStack alt;
   // A fault's signal is delivered or kills: the kernel resets a blocked
   // SIGSEGV or SIGBUS to its default action. So the stack overflow report

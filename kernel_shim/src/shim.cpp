@@ -243,12 +243,24 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept 
   // one's writes (taken_recorded, signalled). The other caller is already
   // on it: nothing to do here.
   if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
-  const bool done = handoff_locked(a, blocked_at_ns, by);
+  Activation* taker = nullptr;
+  const bool done = handoff_locked(a, blocked_at_ns, by, taker);
   a.in_handoff.store(false, std::memory_order_release);
+  // Wake the taker only now: a caller of the idle class (a runner, the
+  // monitor) is preempted at once by the spare it wakes on its own CPU, and
+  // must not hold `in_handoff` meanwhile (another block of `a` would be
+  // skipped as "on it" until that CPU next idles).
+  if (taker) {
+    futex_wake(taker->job, 1);
+    // Keep one spare ready for the next block, off the critical path; a
+    // runner leaves it to the sysmon (restock()): it would take the pool
+    // lock in whatever scrap of CPU it gets next.
+    if (by != HandoffBy::runner) restock();
+  }
   return done;
 }
 
-bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept {
+bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Activation*& taker) noexcept {
   const ActivationState from = a.state();
   const bool from_monitor = by != HandoffBy::fault_server;
   if (stopping_.load(std::memory_order_seq_cst) ||
@@ -283,6 +295,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   }
   if (!s) {
     PoolLock g(lock_);
+    if (stopping_.load(std::memory_order_seq_cst)) return true;
     if (static_cast<int>(all_.size()) < options_.max_activations) {
       // Grow the pool; the new activation announces itself by joining it.
       if (starting_.load(std::memory_order_relaxed) == 0) {
@@ -310,6 +323,18 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   }
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
   const bool was_signalled = a.signalled.load(std::memory_order_relaxed);
+  // `vp` was read before take_spare(), where an idle-class caller is often
+  // preempted by `a`'s own wake-up: `a` may have returned, given `vp` away
+  // and come to own another processor in the same state since. A runner
+  // saw the block in the run-state word: look once more, just before the
+  // CAS, that it is the same block. (The window left is a few instructions;
+  // an ownership epoch in the state word would close it, for the monitor's
+  // handoffs too.)
+  int64_t still = 0;
+  if (by == HandoffBy::runner && (a.cpu_state(&still) != CpuState::Sleeping || still != blocked_at_ns)) {
+    return_spare(*s);
+    return true;
+  }
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_state(from, to)) {
     a.taken_recorded.store(true, std::memory_order_release);
@@ -346,18 +371,15 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) no
   s->takes_over_call = to == ActivationState::Blocked;
   // release: takes_over and blocked_at_ns before the job.
   s->job.store(make_job(kTakeOver, vp), std::memory_order_release);
-  futex_wake(s->job, 1);
-  // Keep one spare ready for the next block, off the critical path; a
-  // runner leaves it to the sysmon (restock()): it would take the pool lock
-  // in whatever scrap of CPU it gets next.
-  if (by == HandoffBy::runner) return true;
-  restock();
+  taker = s;  // handoff() wakes it
   return true;
 }
 
 void Shim::restock() noexcept {
   PoolLock g(lock_);
-  if (!spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
+  // (stop() sets stopping_ before it joins; under the lock, no activation
+  // starts after its join loop has read all_.)
+  if (!stopping_.load(std::memory_order_seq_cst) && !spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
       static_cast<int>(all_.size()) < options_.max_activations) {
     try {
       starting_.fetch_add(1, std::memory_order_relaxed);

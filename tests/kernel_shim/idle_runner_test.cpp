@@ -26,9 +26,9 @@ using sa_test::deadlock_scenario;
 
 namespace {
 
-// runner_policies() is the scheduling policy (/proc/self/task/*/stat,
-// field 41) of each sa-run thread.
-std::vector<int> runner_policies() {
+// policies() is the scheduling policy (/proc/self/task/*/stat, field 41)
+// of each thread whose name starts with `prefix`.
+std::vector<int> policies(const std::string& prefix) {
   std::vector<int> out;
   DIR* d = ::opendir("/proc/self/task");
   if (!d) return out;
@@ -39,7 +39,7 @@ std::vector<int> runner_policies() {
     std::getline(stat, line);
     const auto open = line.find('('), close = line.rfind(')');
     if (open == std::string::npos || close == std::string::npos) continue;
-    if (line.compare(open + 1, 6, "sa-run") != 0) continue;
+    if (line.compare(open + 1, prefix.size(), prefix) != 0) continue;
     std::istringstream rest(line.substr(close + 2));  // field 3 on
     std::string field;
     for (int i = 3; i <= 41 && rest >> field; ++i)
@@ -80,9 +80,12 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   // The runners are back in the idle class after any pool growth they did
   // at normal class (NormalClassWhileRunner), or they would compete with
   // the activations for their CPUs.
-  const std::vector<int> policies = runner_policies();
-  CHECK(policies.size() >= 1);
-  for (int p : policies) CHECK(p == SCHED_IDLE);
+  const std::vector<int> runners = policies("sa-run");
+  CHECK(runners.size() >= 1);
+  for (int p : runners) CHECK(p == SCHED_IDLE);
+  // And every activation, some started by a runner or the monitor (idle
+  // class) when the pool ran dry, runs at normal class.
+  for (int p : policies("sa-act")) CHECK(p == SCHED_OTHER);
 }
 
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
@@ -131,4 +134,7 @@ TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the m
   CHECK(s.contended_spells >= 1);
   CHECK(s.handoffs_by_monitor >= 1);
   CHECK(s.activations_running <= 1);
+  // The monitor (idle class) restocked the pool after its handoffs: the
+  // activations it started left the idle class.
+  for (int p : policies("sa-act")) CHECK(p == SCHED_OTHER);
 }

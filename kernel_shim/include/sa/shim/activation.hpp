@@ -61,6 +61,7 @@
 #include <memory>
 #include <thread>
 
+#include <sa/shim/futex.hpp>
 #include <sa/shim/run_state.hpp>
 
 namespace sa::shim {
@@ -194,7 +195,7 @@ class Activation {
   int64_t fallback_asleep_since_ns = 0;
   // watch() sets the fd of the monitor's switch-record stream of this
   // thread (-1: none; BlockMonitor::attach and detach, on this thread),
-  // under the stream's spin flag: a set_stream() from another thread never
+  // under the stream's lock: a set_stream() from another thread never
   // reaches a closed fd.
   void watch(int fd) noexcept {
     stream_locked([&] { watch_fd_ = fd; });
@@ -205,26 +206,37 @@ class Activation {
   // where its switches need no reader (the spare pool, idle, held) and
   // while an idle runner watches its processor's CPU instead (Shim::
   // stream_live_for). Any thread: a flag and the ioctl change together
-  // under a spin flag, so the flag always says what the kernel does. Never
-  // called by the activation itself in a state that hold() handles
-  // (must_hold()), so the hold signal's handler, which may call it, never
-  // interrupts a holder of the flag on its own thread. One load and no
-  // system call when the stream is already so.
+  // under a lock (stream_locked), so the flag always says what the kernel
+  // does. Never called by the activation itself in a state that hold()
+  // handles (must_hold()), so the hold signal's handler, which may call
+  // it, never interrupts a holder of the lock on its own thread. One load
+  // and no system call when the stream is already so.
   void set_stream(bool live) noexcept;
   bool stream_live() const noexcept { return stream_live_.load(std::memory_order_relaxed); }
   // stream_since_ns() is when the stream last went live (CLOCK_MONOTONIC
   // ns): records older than that were written before a pause, and may be
   // left unread in the ring from long ago; the monitor ignores them.
   int64_t stream_since_ns() const noexcept { return stream_since_ns_.load(std::memory_order_acquire); }
-  // stream_locked() runs f() with the stream's spin flag held (Shim::
-  // sync_stream: a state read and the change it implies, together).
+  // stream_locked() runs f() with the stream's lock held (Shim::
+  // sync_stream: a state read and the change it implies, together). A
+  // futex lock, not a spin flag: its holder may be an idle-class thread (a
+  // runner) that a waiter on the same CPU would otherwise spin against,
+  // keeping the CPU from ever idling to let it finish. A waiter sleeps.
   template <class F>
   void stream_locked(F f) noexcept {
-    while (stream_lock_.exchange(true, std::memory_order_acquire)) __builtin_ia32_pause();
+    // 0 free, 1 held, 2 held with waiters (a futex mutex).
+    uint32_t c = 0;
+    if (!stream_lock_.compare_exchange_strong(c, 1, std::memory_order_acquire)) {
+      if (c != 2) c = stream_lock_.exchange(2, std::memory_order_acquire);
+      while (c != 0) {
+        futex_wait(stream_lock_, 2);
+        c = stream_lock_.exchange(2, std::memory_order_acquire);
+      }
+    }
     f();
-    stream_lock_.store(false, std::memory_order_release);
+    if (stream_lock_.exchange(0, std::memory_order_release) == 2) futex_wake(stream_lock_, 1);
   }
-  // apply_stream() is set_stream's body, for a holder of the spin flag.
+  // apply_stream() is set_stream's body, for a holder of the lock.
   void apply_stream(bool live) noexcept;
 
  private:
@@ -237,7 +249,7 @@ class Activation {
   std::atomic<int> pinned_cpu_{-1};
   std::atomic<bool> stream_live_{true};  // a new stream writes (perf_event_open without disabled)
   std::atomic<int64_t> stream_since_ns_{0};
-  std::atomic<bool> stream_lock_{false};
+  std::atomic<uint32_t> stream_lock_{0};
   int watch_fd_ = -1;  // guarded by stream_lock_
   std::unique_ptr<RunStateWord> run_state_owner_;
   std::atomic<const RunStateWord*> run_state_{nullptr};

@@ -586,7 +586,8 @@ class Shim {
   static int vp_of(uint32_t job) noexcept { return static_cast<int>(job >> 3); }
 
   void run(Activation& a) noexcept;  // an activation's life
-  bool handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept;  // handoff(), exclusive
+  // handoff(), exclusive; sets `taker` to the spare for handoff() to wake.
+  bool handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Activation*& taker) noexcept;
   Activation* start_activation(uint32_t job);  // under lock_
   // take_spare() pops a spare, preferably one last pinned to `cpu`.
   Activation* take_spare(int cpu) noexcept;
