@@ -772,11 +772,11 @@ void Shim::exit_call() noexcept {
 void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uint32_t idle_value,
                                   Clock::time_point deadline, IdleWait* alt) noexcept {
   Activation* self = Activation::current();
-  // A stream a runner's watch keeps paused stays so (no ioctl either way).
-  if (self) {
-    self->set_state(ActivationState::Running, ActivationState::Idle);
-    self->set_stream(false);
-  }
+  // A stream a runner's watch keeps paused stays so (no ioctl either way);
+  // in plain mode there is no stream.
+  const bool streams = self && options_.activations;
+  if (self) self->set_state(ActivationState::Running, ActivationState::Idle);
+  if (streams) self->set_stream(false);
   if (!alt) {
     futex_wait(word, idle_value, deadline);
   } else if (word.load(std::memory_order_seq_cst) == idle_value) {
@@ -784,8 +784,8 @@ void Shim::this_processor_is_idle(int vp, const std::atomic<uint32_t>& word, uin
     // the wait return at once.
     alt->wait(deadline);
   }
+  if (streams) self->set_stream(stream_live_for(vp));
   if (self) {
-    self->set_stream(stream_live_for(vp));
     self->set_state(ActivationState::Idle, ActivationState::Running);
     arm_runner(vp);
   }
