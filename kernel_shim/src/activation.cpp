@@ -95,11 +95,40 @@ void Activation::watch_run_state() noexcept {
   run_state_.store(run_state_owner_.get(), std::memory_order_release);
 }
 
+namespace {
+
+// change() moves `word` from state `from` to `to` (a new epoch if `bump`);
+// false if it is in another state. acq_rel: observers (the monitor, stats)
+// see the state together with what the activation did before the change.
+bool change(std::atomic<uint32_t>& word, ActivationState from, ActivationState to, bool bump,
+            ActivationState* seen) noexcept {
+  uint32_t w = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if (Activation::state_of(w) != from) {
+      if (seen) *seen = Activation::state_of(w);
+      return false;
+    }
+    const uint32_t epoch = (w >> 8) + (bump ? 1u : 0u);
+    if (word.compare_exchange_weak(w, epoch << 8 | static_cast<uint32_t>(to), std::memory_order_acq_rel,
+                                   std::memory_order_relaxed))
+      return true;
+  }
+}
+
+}  // namespace
+
 void Activation::set_state(ActivationState from, ActivationState to) noexcept {
   ActivationState seen = from;
-  // acq_rel: observers (the monitor, stats) see the state together with
-  // what the activation did before the change.
-  if (!state_.compare_exchange_strong(seen, to, std::memory_order_acq_rel)) {
+  if (!change(state_, from, to, /*bump=*/false, &seen)) {
+    std::fprintf(stderr, "sa: activation %d: bad state change %s -> %s (was %s)\n", id_, to_string(from),
+                 to_string(to), to_string(seen));
+    std::abort();
+  }
+}
+
+void Activation::new_epoch(ActivationState from, ActivationState to) noexcept {
+  ActivationState seen = from;
+  if (!change(state_, from, to, /*bump=*/true, &seen)) {
     std::fprintf(stderr, "sa: activation %d: bad state change %s -> %s (was %s)\n", id_, to_string(from),
                  to_string(to), to_string(seen));
     std::abort();
@@ -107,7 +136,7 @@ void Activation::set_state(ActivationState from, ActivationState to) noexcept {
 }
 
 bool Activation::try_state(ActivationState from, ActivationState to) noexcept {
-  return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+  return change(state_, from, to, /*bump=*/false, nullptr);
 }
 
 void Activation::apply_stream(bool live) noexcept {
@@ -177,7 +206,8 @@ void Activation::main() {
   sigaddset(&faults, SIGBUS);
   ::pthread_sigmask(SIG_UNBLOCK, &faults, nullptr);
   body_(*this);
-  state_.store(ActivationState::Exited, std::memory_order_release);
+  state_.store((state_.load(std::memory_order_relaxed) & ~0xffu) | static_cast<uint32_t>(ActivationState::Exited),
+               std::memory_order_release);
   run_state_.store(nullptr, std::memory_order_release);
   tl_current_ = nullptr;
 }

@@ -192,7 +192,7 @@ void Shim::run(Activation& a) noexcept {
     // runner watches it.
     a.set_stream(stream_live_for(vp));
     a.vproc.store(vp, std::memory_order_relaxed);  // before Running: observers of a Running one read it
-    a.set_state(state, ActivationState::Running);
+    a.new_epoch(state, ActivationState::Running);
     arm_runner(vp);
     if (monitor_) monitor_->activity();
     a.pin(cpu_of(vp));
@@ -261,14 +261,17 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept 
 }
 
 bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Activation*& taker) noexcept {
-  const ActivationState from = a.state();
+  // The state word, then the processor, read once, before the CAS (after
+  // it, `a` may be held and handed another processor): the CAS is on the
+  // whole word, so it fails if `a` came to own another processor since,
+  // even in the same state (an ownership epoch: activation.hpp).
+  const uint32_t seen = a.state_word();
+  const ActivationState from = Activation::state_of(seen);
   const bool from_monitor = by != HandoffBy::fault_server;
   if (stopping_.load(std::memory_order_seq_cst) ||
       (from != ActivationState::InCall && from != ActivationState::User) ||
       (!from_monitor && from != ActivationState::User))
     return true;
-  // The processor, read once, before the CAS: after it, `a` may be held and
-  // handed another processor (wait_for_processor stores a.vproc).
   const int vp = a.vproc.load(std::memory_order_relaxed);
   Activation* s = take_spare(cpu_of(vp));
   // No spare (rare: the pool ran dry). A runner (idle class) does what
@@ -284,7 +287,7 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
     // an empty queue meanwhile.
     std::unique_lock g(held_lock_);
     if (Activation* h = held_front()) {
-      if (!a.try_state(ActivationState::InCall, ActivationState::Blocked)) return true;
+      if (!a.try_word(seen, ActivationState::Blocked)) return true;
       n_handoffs_by_[static_cast<int>(by)].fetch_add(1, std::memory_order_relaxed);
       pop_held();
       g.unlock();
@@ -323,20 +326,17 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
   }
   const ActivationState to = from == ActivationState::InCall ? ActivationState::Blocked : ActivationState::Lost;
   const bool was_signalled = a.signalled.load(std::memory_order_relaxed);
-  // `vp` was read before take_spare(), where an idle-class caller is often
-  // preempted by `a`'s own wake-up: `a` may have returned, given `vp` away
-  // and come to own another processor in the same state since. A runner
-  // saw the block in the run-state word: look once more, just before the
-  // CAS, that it is the same block. (The window left is a few instructions;
-  // an ownership epoch in the state word would close it, for the monitor's
-  // handoffs too.)
+  // A runner saw the block in the run-state word: look once more, just
+  // before the CAS, that it is the same block (not a later one of the same
+  // ownership; the epoch covers another one). Cheaper than a handoff that
+  // a stale look would start.
   int64_t still = 0;
   if (by == HandoffBy::runner && (a.cpu_state(&still) != CpuState::Sleeping || still != blocked_at_ns)) {
     return_spare(*s);
     return true;
   }
   a.taken_recorded.store(false, std::memory_order_relaxed);
-  if (!a.try_state(from, to)) {
+  if (!a.try_word(seen, to)) {
     a.taken_recorded.store(true, std::memory_order_release);
     return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
@@ -725,6 +725,7 @@ int Shim::wait_for_processor(Activation& a) noexcept {
       const int vp = vp_of(job);
       a.set_stream(stream_live_for(vp));  // (Held: never must_hold() here)
       a.vproc.store(vp, std::memory_order_relaxed);
+      a.new_epoch(ActivationState::Held, ActivationState::Held);  // owns `vp` from here
       a.pin(cpu_of(vp));
       return vp;
     }

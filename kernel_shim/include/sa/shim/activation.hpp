@@ -94,13 +94,27 @@ class Activation {
   int id() const noexcept { return id_; }
   // tid() is the kernel thread id, once the thread has started (else 0).
   int tid() const noexcept { return tid_.load(std::memory_order_acquire); }
-  ActivationState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  ActivationState state() const noexcept { return state_of(state_.load(std::memory_order_acquire)); }
+  // state_word() is the state with its ownership epoch above it, which
+  // grows each time the activation starts to own a processor (run's job,
+  // wait_for_processor's resume): a CAS on the word (try_word) fails if
+  // the activation owned another processor since the word was read, even
+  // in the same state (Shim::handoff reads its processor after the word).
+  uint32_t state_word() const noexcept { return state_.load(std::memory_order_acquire); }
+  static ActivationState state_of(uint32_t word) noexcept { return static_cast<ActivationState>(word & 0xffu); }
+  // try_word() moves from exactly `seen` (state and epoch) to `to`; one CAS.
+  bool try_word(uint32_t seen, ActivationState to) noexcept {
+    return state_.compare_exchange_strong(seen, (seen & ~0xffu) | static_cast<uint32_t>(to), std::memory_order_acq_rel);
+  }
 
   // set_state() moves from `from` to `to`; aborts with a message if the
   // activation was not in `from` (a shim bug, never a user error).
   void set_state(ActivationState from, ActivationState to) noexcept;
-  // try_state() moves from `from` to `to` if it is in `from`; one CAS.
+  // try_state() moves from `from` to `to` if it is in `from`; one CAS
+  // (again only if the epoch moved meanwhile).
   bool try_state(ActivationState from, ActivationState to) noexcept;
+  // new_epoch() is set_state() that also starts a new ownership epoch.
+  void new_epoch(ActivationState from, ActivationState to) noexcept;
 
   // pin() binds the calling activation (must be this one) to `cpu` (-1: no-op).
   // A no-op too when its own last pin() was to `cpu` and nothing moved it
@@ -244,7 +258,7 @@ class Activation {
 
   const int id_;
   std::function<void(Activation&)> body_;
-  std::atomic<ActivationState> state_{ActivationState::Starting};
+  std::atomic<uint32_t> state_{static_cast<uint32_t>(ActivationState::Starting)};  // state | epoch << 8
   std::atomic<int> tid_{0};
   std::atomic<int> pinned_cpu_{-1};
   std::atomic<bool> stream_live_{true};  // a new stream writes (perf_event_open without disabled)
