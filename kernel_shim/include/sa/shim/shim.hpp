@@ -662,7 +662,12 @@ class Shim {
   UpcallHandler& handler_;
   std::unique_ptr<BlockMonitor> monitor_;
   bool runners_on_ = false;                   // set by start() before any thread reads it
-  std::unique_ptr<std::atomic<bool>[]> live_by_vp_;  // stream_live_for(), by processor
+  // stream_live_for(), by processor. Relaxed: the sysmon stores it, then
+  // syncs each owner under that owner's stream lock; an activation that
+  // starts to own a processor meanwhile and reads the old value is put
+  // right at its next check_stream() (its next return to fiber code), and
+  // until then the sysmon's sweep still sees its blocks (run-state word).
+  std::unique_ptr<std::atomic<bool>[]> live_by_vp_;
   std::vector<std::unique_ptr<Runner>> runners_;
   std::vector<Runner*> runner_of_vp_;         // by processor (fixed by start())
   // Every started activation, for the runners to read without lock_:
