@@ -275,6 +275,12 @@ TEST_CASE("with a CPU hog on every VProc's CPU, the sysmon hands off the blocks 
   std::vector<int> cpus;
   for (const auto& v : rt.stats().vprocs) cpus.push_back(v.cpu);
   sa_hogs::CpuHogs hogs{static_cast<int>(cpus.size()), cpus};
+  // Let the hogs reach their CPUs first: a scenario run while they are
+  // still starting finds idle moments, and the idle runners (SCHED_IDLE,
+  // pinned, no wake-up needed) then make the handoffs before the sysmon
+  // (seen once in CI: 7 by the runners, 2 by the monitor, none by the
+  // sysmon, the whole scenario in 20 ms).
+  std::this_thread::sleep_for(100ms);
   long got = 0;
   rt.run([&] { got = deadlock_scenario(2, /*annotate=*/false); });
   hogs.stop();
