@@ -30,6 +30,10 @@
 //                     counter of its own and no lock): the CPU spent getting
 //                     the lock, spinning on a holder that cannot progress
 //                     above all.
+// For experiments, two environment variables narrow the run (the ratios
+// need sa_spinlock, pthread_mutex, the naive locks and no_lock):
+//   SA_SPINLOCK_SYSTEMS=sa_spinlock,pthread_mutex   only these systems
+//   SA_SPINLOCK_CELLS=w1_h2,w16_h2                  only these (W, H) cells
 // Ratios at H = 2 (the goals): speedup_vs_pthread_mutex and
 // speedup_vs_naive_tas(_mn) = sa_spinlock acq/s over theirs (goals >= 1
 // and >= 10); wasted_vs_naive_tas(_mn) = sa_spinlock's wasted_ns_per_acq
@@ -39,6 +43,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <pthread.h>
@@ -262,6 +267,15 @@ Result in_child(const std::string& system, int per_cpu, int hogs, double secs) {
   return r;
 }
 
+// selected() is true when `name` is in the comma-separated list in the
+// environment variable `var`, or when `var` is unset or empty.
+bool selected(const char* var, const std::string& name) {
+  const char* list = std::getenv(var);
+  if (!list || !*list) return true;
+  const std::string l = std::string(",") + list + ",";
+  return l.find("," + name + ",") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -273,8 +287,10 @@ int main(int argc, char** argv) {
     for (int hogs : {0, 2, 4}) {
       std::vector<std::pair<std::string, Result>> medians;
       const std::string suffix = "_w" + std::to_string(per_cpu) + "_h" + std::to_string(hogs);
+      if (!selected("SA_SPINLOCK_CELLS", suffix.substr(1))) continue;
       double base_cpu_ns = 0;  // no_lock's CPU per iteration, measured first
       for (const auto& system : systems) {
+        if (!selected("SA_SPINLOCK_SYSTEMS", system)) continue;
         std::vector<double> acq, p99, cpu;
         for (int rep = 0; rep < args.reps; ++rep) {
           Result r = in_child(system, per_cpu, hogs, secs);
@@ -301,6 +317,7 @@ int main(int argc, char** argv) {
         return Result{};
       };
       const Result sa = get("sa_spinlock"), pm = get("pthread_mutex");
+      if (sa.acq_per_s == 0 || pm.acq_per_s == 0) continue;
       const double sa_wasted = std::max(0.0, sa.cpu_ns_per_acq - base_cpu_ns);
       report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", sa.acq_per_s / pm.acq_per_s, "x");
       for (const std::string naive_name : {"naive_tas", "naive_tas_mn"}) {
