@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <sched.h>
@@ -153,6 +154,7 @@ void Shim::stop() noexcept {
   monitor_.reset();
   PoolLock g(lock_);
   n_slots_.store(0, std::memory_order_relaxed);
+  for (auto& r : runners_) r->reserve.store(nullptr, std::memory_order_relaxed);
   all_.clear();
   spares_ = nullptr;
   std::lock_guard h(held_lock_);
@@ -200,6 +202,9 @@ void Shim::run(Activation& a) noexcept {
       n_added_.fetch_add(1, std::memory_order_relaxed);
       handler_.processor_added(vp);
     } else {
+      // A runner's handoff left the Lost one's stream and signal to us, at
+      // normal class (design (i) in shim.hpp).
+      if (a.takes_over_lost_word != 0) lost_handed_off(*a.takes_over, a.takes_over_lost_word, a.takes_over_signalled);
       n_blocked_.fetch_add(1, std::memory_order_relaxed);
       record_handoff(a.blocked_at_ns, a.takes_over_call);
       handler_.activation_blocked(vp, *a.takes_over);
@@ -228,14 +233,58 @@ Activation* Shim::take_spare(int cpu) noexcept {
   if (s) {
     *link = s->next_spare;
     s->next_spare = nullptr;
+    return s;
   }
+  // The list is dry: a runner's reserve, preferably on `cpu`.
+  for (int pass = 0; pass < 2 && !s; ++pass)
+    for (auto& r : runners_)
+      if ((pass == 1 || r->cpu == cpu) && (s = r->reserve.exchange(nullptr, std::memory_order_acq_rel))) break;
   return s;
 }
 
 void Shim::return_spare(Activation& a) noexcept {
   PoolLock g(lock_);
+  // Its CPU's runner's reserve first, if empty (one never pinned: any).
+  for (auto& r : runners_) {
+    Activation* empty = nullptr;
+    if ((r->cpu == a.pinned_cpu() || a.pinned_cpu() < 0) &&
+        r->reserve.compare_exchange_strong(empty, &a, std::memory_order_acq_rel))
+      return;
+  }
   a.next_spare = spares_;
   spares_ = &a;
+}
+
+Activation* Shim::take_reserve(int vp) noexcept {
+  Runner* r = runner_of_vp_[static_cast<size_t>(vp)];
+  // acquire: the spare's fields as its filler left them.
+  return r ? r->reserve.exchange(nullptr, std::memory_order_acq_rel) : nullptr;
+}
+
+bool Shim::put_back_reserve(int vp, Activation& s) noexcept {
+  Runner* r = runner_of_vp_[static_cast<size_t>(vp)];
+  Activation* empty = nullptr;
+  return r && r->reserve.compare_exchange_strong(empty, &s, std::memory_order_acq_rel);
+}
+
+void Shim::fill_reserves() noexcept {
+  for (auto& r : runners_) {
+    if (!spares_) return;
+    if (r->reserve.load(std::memory_order_relaxed)) continue;
+    Activation** link = &spares_;
+    for (Activation** l = &spares_; *l; l = &(*l)->next_spare)
+      if ((*l)->pinned_cpu() == r->cpu) {
+        link = l;
+        break;
+      }
+    Activation* s = *link;
+    Activation* empty = nullptr;
+    // (The runner may have put one back meanwhile: then `s` stays listed.)
+    if (r->reserve.compare_exchange_strong(empty, s, std::memory_order_acq_rel)) {
+      *link = s->next_spare;
+      s->next_spare = nullptr;
+    }
+  }
 }
 
 bool Shim::handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept {
@@ -273,14 +322,25 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
       (!from_monitor && from != ActivationState::User))
     return true;
   const int vp = a.vproc.load(std::memory_order_relaxed);
-  Activation* s = take_spare(cpu_of(vp));
-  // No spare (rare: the pool ran dry). A runner (idle class) does what
-  // follows at normal class: a scrap of CPU that ended while it held the
-  // held-queue or the pool lock would stall every other user of the lock
-  // (VProcs taking held activations, activations going back to the pool)
-  // until its CPU idles again.
+  // A runner (idle class) takes no lock: a scrap of CPU that ended while it
+  // held one would stall every other user of it (VProcs taking held
+  // activations, activations going back to the pool, the sysmon) until its
+  // CPU idles again. It pops its reserve; without one (two blocks on its
+  // CPU within a sweep, or the pool ran dry) it does the rest lifted to
+  // normal class.
   std::optional<NormalClassWhileRunner> normal;
-  if (!s) normal.emplace(by);
+  Activation* s = by == HandoffBy::runner ? take_reserve(vp) : nullptr;
+  if (!s) {
+    normal.emplace(by);
+    s = take_spare(cpu_of(vp));
+  }
+  // give_back() returns an unused spare: to the reserve it came from, or
+  // (normal class) to the pool.
+  auto give_back = [&](Activation& spare) {
+    if (by == HandoffBy::runner && !normal && put_back_reserve(vp, spare)) return;
+    if (!normal) normal.emplace(by);
+    return_spare(spare);
+  };
   if (!s && from == ActivationState::InCall && from_monitor) {
     // A held activation is as good a taker as a spare. It leaves the queue
     // only once `a` is ours: a VProc that saw it queued must not go idle on
@@ -332,13 +392,13 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
   // a stale look would start.
   int64_t still = 0;
   if (by == HandoffBy::runner && (a.cpu_state(&still) != CpuState::Sleeping || still != blocked_at_ns)) {
-    return_spare(*s);
+    give_back(*s);
     return true;
   }
   a.taken_recorded.store(false, std::memory_order_relaxed);
   if (!a.try_word(seen, to)) {
     a.taken_recorded.store(true, std::memory_order_release);
-    return_spare(*s);  // it moved on first (returned, entered the runtime): nothing to do
+    give_back(*s);  // it moved on first (returned, entered the runtime): nothing to do
     return true;
   }
   // Ours now: a concurrent handoff's CAS failed. Reset the Lost bookkeeping
@@ -349,21 +409,15 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
   handler_.processor_taken(vp, a);
   // release: what processor_taken recorded, before a held `a` reads it.
   a.taken_recorded.store(true, std::memory_order_release);
+  s->takes_over_lost_word = 0;
   if (to == ActivationState::Lost) {
-    // Its switch-in must wake the monitor (step 6), even where a runner
-    // watched it with its stream paused. A wake-up before the stream is
-    // live shows in the run-state word below.
-    sync_stream(a);
-    // `signalled` is cleared when an activation holds, so set here it means
-    // a signal came while `a` was still User (resume_faulted) and did
-    // nothing. Then, or if `a` runs already (a stale record), nobody else
-    // will signal it: do it now. Otherwise the monitor (switch-in record)
-    // or resume_faulted signals it when it wakes.
-    if (was_signalled || a.cpu_state() == CpuState::Running) {
-      a.signalled.store(true, std::memory_order_relaxed);
-      ::syscall(SYS_tgkill, ::getpid(), a.tid(), kHoldSignal());
+    const uint32_t lost_word = (seen & ~0xffu) | static_cast<uint32_t>(ActivationState::Lost);
+    if (by == HandoffBy::runner && !normal) {
+      // The stream's lock and ioctl are the taker's, at normal class.
+      s->takes_over_lost_word = lost_word;
+      s->takes_over_signalled = was_signalled;
     } else {
-      a.signalled.store(false, std::memory_order_relaxed);
+      lost_handed_off(a, lost_word, was_signalled);
     }
   }
   s->takes_over = &a;
@@ -375,8 +429,28 @@ bool Shim::handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Ac
   return true;
 }
 
+void Shim::lost_handed_off(Activation& a, uint32_t lost_word, bool was_signalled) noexcept {
+  // Its switch-in must wake the monitor (step 6), even where a runner
+  // watched it with its stream paused. A wake-up before the stream is live
+  // shows in the run-state word below.
+  sync_stream(a);
+  if (a.state_word() != lost_word) return;  // held already (a signal, or the sysmon's)
+  // `signalled` is cleared when an activation holds, so set before the
+  // handoff it means a signal came while `a` was still User
+  // (resume_faulted) and did nothing. Then, or if `a` runs already (a stale
+  // record), nobody else will signal it: do it now. Otherwise the monitor
+  // (switch-in record) or resume_faulted signals it when it wakes.
+  if (was_signalled || a.cpu_state() == CpuState::Running) {
+    a.signalled.store(true, std::memory_order_relaxed);
+    ::syscall(SYS_tgkill, ::getpid(), a.tid(), kHoldSignal());
+  } else {
+    a.signalled.store(false, std::memory_order_relaxed);
+  }
+}
+
 void Shim::restock() noexcept {
   PoolLock g(lock_);
+  fill_reserves();
   // (stop() sets stopping_ before it joins; under the lock, no activation
   // starts after its join loop has read all_.)
   if (!stopping_.load(std::memory_order_seq_cst) && !spares_ && starting_.load(std::memory_order_relaxed) == 0 &&
@@ -720,8 +794,17 @@ int Shim::wait_for_processor(Activation& a) noexcept {
     uint32_t job = a.job.exchange(kNone, std::memory_order_acquire);
     if (kind_of(job) == kExit) return -1;
     if (kind_of(job) == kResume) {
-      // acquire: pairs with handoff's release after processor_taken.
-      while (!a.taken_recorded.load(std::memory_order_acquire)) ::sched_yield();
+      // acquire: pairs with handoff's release after processor_taken. The
+      // handing thread may be a runner preempted on our own old CPU, which
+      // sched_yield() would not give it (SCHED_IDLE): sleep after a while.
+      for (int looks = 0; !a.taken_recorded.load(std::memory_order_acquire); ++looks) {
+        if (looks < 64) {
+          ::sched_yield();
+        } else {
+          const timespec pause{0, 20'000};
+          ::nanosleep(&pause, nullptr);
+        }
+      }
       const int vp = vp_of(job);
       a.set_stream(stream_live_for(vp));  // (Held: never must_hold() here)
       a.vproc.store(vp, std::memory_order_relaxed);

@@ -13,16 +13,8 @@
 #include <vector>
 
 #include "null_upcalls.hpp"
+#include "shim_test_access.hpp"
 #include "test_support.hpp"
-
-namespace sa::shim {
-
-// The held queue without the handoffs around it: push as a hold would.
-struct ShimTestAccess {
-  static void push_held(Shim& s, Activation& a) { s.push_held(a); }
-};
-
-}  // namespace sa::shim
 
 namespace {
 

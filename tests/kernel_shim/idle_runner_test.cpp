@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sa/detail/runtime_core.hpp>
+#include <sa/detail/vproc.hpp>
 #include <sa/sa.hpp>
 
 #include <dirent.h>
@@ -15,10 +17,12 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu_hogs.hpp"
 #include "scenarios.hpp"
+#include "shim_test_access.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -86,6 +90,62 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   // And every activation, some started by a runner or the monitor (idle
   // class) when the pool ran dry, runs at normal class.
   for (int p : policies("sa-act")) CHECK(p == SCHED_OTHER);
+}
+
+TEST_CASE("a runner's handoff takes no lock: it completes while another thread holds the pool lock") {
+  // A runner runs SCHED_IDLE: preempted while holding a lock, it would keep
+  // it until its CPU idles again, stalling every other user. So its handoff
+  // pops the reserve spare without the pool lock, and the taker makes a
+  // Lost activation's stream live (shim.hpp, design (i)). Here a plain
+  // thread holds the pool lock while the fiber blocks: the other fiber
+  // must still run, on the spare the runner woke, before it lets go. As in
+  // the first test, rounds repeat until the runner (not the monitor, which
+  // takes the pool lock) made the handoff, within a bound.
+  const bool annotate = GENERATE(true, false);
+  sa_test::Watchdog wd{30s, "runner handoff under the pool lock"};
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  int rounds = 0, ran_under_lock = 0;
+  uint64_t by_runner_before = 0;
+  sa::ShimStats s;
+  do {
+    by_runner_before = rt.stats().shim.handoffs_by_runner;
+    bool ran_while_locked = false;
+    rt.run([&] {
+      sa::shim::Shim& shim = sa::detail::current_vproc()->core.shim();
+      // The runner's reserve: filled at start, refilled by the sysmon.
+      for (int i = 0; i < 1000 && !sa::shim::ShimTestAccess::reserve_filled(shim, 0); ++i)
+        sa::this_fiber::sleep_for(1ms);
+      SA_FIBER_CHECK(sa::shim::ShimTestAccess::reserve_filled(shim, 0));
+      sa_test::Pipe p;
+      std::atomic<bool> locked{false}, other_ran{false};
+      std::thread locker([&] {
+        std::lock_guard g(sa::shim::ShimTestAccess::pool_lock(shim));
+        locked = true;
+        const auto give_up = std::chrono::steady_clock::now() + 500ms;
+        while (!other_ran && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(100us);
+        ran_while_locked = other_ran;
+      });
+      while (!locked) std::this_thread::yield();  // (the fiber keeps its VProc: nothing else to run yet)
+      sa::Fiber other = sa::spawn([&] {
+        other_ran = true;
+        SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+      });
+      char c;
+      const ssize_t n = annotate ? sa::blocking([&] { return ::read(p.fd[0], &c, 1); }) : ::read(p.fd[0], &c, 1);
+      SA_FIBER_CHECK(n == 1);
+      other.join();
+      locker.join();
+    });
+    ++rounds;
+    s = rt.stats().shim;
+    if (ran_while_locked && s.handoffs_by_runner > by_runner_before) ++ran_under_lock;
+  } while (ran_under_lock == 0 && std::chrono::steady_clock::now() < until);
+  INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
+                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(ran_under_lock >= 1);
 }
 
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {

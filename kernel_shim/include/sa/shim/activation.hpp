@@ -170,6 +170,11 @@ class Activation {
   Activation* takes_over = nullptr;
   int64_t blocked_at_ns = 0;
   bool takes_over_call = false;  // the block was in an announced call (else detected)
+  // A runner's handoff that made `takes_over` Lost leaves its stream and
+  // signal to the taker (Shim::lost_handed_off): the Lost state word it
+  // CASed in, or 0, and whether it had been signalled before.
+  uint32_t takes_over_lost_word = 0;
+  bool takes_over_signalled = false;
   // Lost: when the monitor saw it wake (steady_clock ns), and whether it
   // was signalled already.
   std::atomic<int64_t> woke_at_ns{0};

@@ -207,9 +207,17 @@
 //     handoffs. Records from before a stream's last resume are ignored by
 //     the monitor (Activation::stream_since_ns): a stale switch-in left in
 //     the ring would make a Lost activation hold before its fault's fill.
-//   - The runner takes the pool lock only to pop a spare, at the moment
-//     its CPU fell idle; it leaves restocking to the sysmon (restock()) and
-//     grows the pool lifted to SCHED_OTHER (NormalClassWhileRunner). TSan
+//   - The runner holds no lock in its handoff, since a wake-up on its CPU
+//     may preempt it anywhere and a SCHED_IDLE holder then keeps the lock
+//     until that CPU next idles (beside a CPU-bound thread: up to the 0.3%
+//     share SCHED_IDLE gets, tens to hundreds of ms), stalling every other
+//     user. It pops its CPU's reserve spare (Runner::reserve, one exchange;
+//     the sysmon's restock() and spares going back to the pool refill it),
+//     and the spare it wakes makes a Lost activation's stream live (its
+//     lock, an ioctl) at normal class before it runs the processor
+//     (lost_handed_off). Only with the reserve empty (two blocks on one CPU
+//     within a sweep) does it take the pool lock or the held-queue lock, or
+//     grow the pool, lifted to SCHED_OTHER (NormalClassWhileRunner). TSan
 //     builds leave the runners off unless SA_IDLE_RUNNERS=1: a runner
 //     preempted inside TSan's own locks starved normal threads.
 //   - Rejected inside it: the sysmon sweeping every 200 µs instead of going
@@ -512,9 +520,10 @@ class Shim {
   // spare (the held-taker branch would make the caller Leaving).
   enum class HandoffBy : uint8_t { monitor, sysmon, fault_server, runner };
   bool handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by = HandoffBy::monitor) noexcept;
-  // restock() starts a spare activation if none is free, none is starting
-  // and the limit allows (the sysmon, after a runner's handoffs). Takes the
-  // pool lock; never blocks otherwise.
+  // restock() refills the runners' reserves from the pool and starts a
+  // spare activation if none is free, none is starting and the limit
+  // allows (the sysmon, after a runner's handoffs). Takes the pool lock;
+  // never blocks otherwise.
   void restock() noexcept;
   // runners_on() is true when idle runners do the handoffs (fixed by
   // start(), before any activation runs).
@@ -589,8 +598,22 @@ class Shim {
   // handoff(), exclusive; sets `taker` to the spare for handoff() to wake.
   bool handoff_locked(Activation& a, int64_t blocked_at_ns, HandoffBy by, Activation*& taker) noexcept;
   Activation* start_activation(uint32_t job);  // under lock_
-  // take_spare() pops a spare, preferably one last pinned to `cpu`.
+  // take_spare() pops a spare, preferably one last pinned to `cpu`; a
+  // runner's reserve when the list is empty.
   Activation* take_spare(int cpu) noexcept;
+  // take_reserve() / put_back_reserve() are a runner's lock-free pop and
+  // push of the reserve of `vp`'s runner (put_back: false if it was filled
+  // meanwhile). fill_reserves() moves spares from the list into the empty
+  // reserves; under lock_.
+  Activation* take_reserve(int vp) noexcept;
+  bool put_back_reserve(int vp, Activation& s) noexcept;
+  void fill_reserves() noexcept;
+  // lost_handed_off() makes a just-Lost activation's wake-up reach the
+  // monitor (its stream live) and signals it if it runs already or was
+  // signalled in vain (`was_signalled`); nothing if its state word is no
+  // longer `lost_word` (it held meanwhile). Called by handoff() or, after a
+  // runner's handoff, by the taker (see handoff_locked).
+  void lost_handed_off(Activation& a, uint32_t lost_word, bool was_signalled) noexcept;
   Activation* held_front() noexcept;  // under held_lock_: the longest-held, not removed
   void pop_held() noexcept;           // under held_lock_: removes held_front()
   void return_spare(Activation& a) noexcept;
@@ -605,6 +628,11 @@ class Shim {
   struct Runner {
     int cpu = -1;
     std::atomic<uint32_t> armed{1};  // futex: 0 while it sleeps (no processor of its CPU busy)
+    // A spare set aside for this CPU's handoffs: the runner takes it (and
+    // puts it back, unused) with one atomic operation, never the pool lock.
+    // Filled under the pool lock (return_spare, restock); take_spare()
+    // empties it when the pool's list is dry.
+    std::atomic<Activation*> reserve{nullptr};
     std::thread thread;
   };
   void start_runners();
