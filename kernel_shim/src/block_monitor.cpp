@@ -483,13 +483,22 @@ void BlockMonitor::run_sysmon() noexcept {
 
 void BlockMonitor::run() noexcept {
   ::pthread_setname_np(::pthread_self(), "sa-monitor");
-  // SCHED_IDLE: the monitor runs on a CPU only when nothing else wants it.
-  // An activation that blocks vacates its CPU, so the monitor wakes there at
-  // once; but it never preempts a running activation, which would write two
-  // switch records and wake it again (a feedback loop that cost about 30% of
-  // the compute throughput with SCHED_OTHER).
-  sched_param idle{};
-  ::sched_setscheduler(0, SCHED_IDLE, &idle);
+  // SCHED_IDLE while it waits: the monitor runs on a CPU only when nothing
+  // else wants it. An activation that blocks vacates its CPU, so the
+  // monitor wakes there at once; but its wake-up never preempts a running
+  // activation, which would write two switch records and wake it again (a
+  // feedback loop that cost about 30% of the compute throughput with
+  // SCHED_OTHER). SCHED_OTHER while it works, from its wake-up to its next
+  // wait: it takes locks (its own, the pool's, the held queue's, a
+  // stream's), and an idle-class holder preempted by a CPU-bound thread
+  // keeps the lock until its CPU idles again, stalling the sysmon and every
+  // activation that needs it (a SCHED_IDLE thread beside a CPU hog waited
+  // up to 1.4 s for the CPU here). Two sched_setscheduler calls per wake-up,
+  // about 2 µs each.
+  const auto set_class = [](int policy) {
+    sched_param none{};
+    ::sched_setscheduler(0, policy, &none);
+  };
   // One epoll set of the wake eventfd and every watch's perf fd: a wake-up
   // costs the ready fds only. (poll() over all of them cost about a third of
   // a CPU with 64 activations faulting, most of it setting up and tearing
@@ -532,7 +541,9 @@ void BlockMonitor::run() noexcept {
                    st == ActivationState::Running;
       });
     timespec period{0, kFallbackPeriodNs};
+    set_class(SCHED_IDLE);
     const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call ? &period : nullptr, nullptr);
+    set_class(SCHED_OTHER);
     if (n < 0 && errno != EINTR) break;
     {
       std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile

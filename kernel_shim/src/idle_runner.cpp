@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 namespace sa::shim {
 
@@ -37,6 +38,17 @@ Shim::NormalClassWhileRunner::~NormalClassWhileRunner() {
   if (!lifted_) return;
   sched_param idle{};
   ::sched_setscheduler(0, SCHED_IDLE, &idle);
+}
+
+void Shim::boost_runner(int vp) noexcept {
+  if (vp < 0 || vp >= static_cast<int>(runner_of_vp_.size())) return;
+  Runner* r = runner_of_vp_[static_cast<size_t>(vp)];
+  const int tid = r ? r->tid.load(std::memory_order_acquire) : 0;
+  sched_param normal{};
+  if (tid == 0 || ::sched_setscheduler(tid, SCHED_OTHER, &normal) != 0) return;
+  // After the lift: a runner that sees the count move goes back to
+  // SCHED_IDLE after it, never before.
+  r->boosts.fetch_add(1, std::memory_order_release);
 }
 
 void Shim::stop_runners() noexcept {
@@ -88,8 +100,22 @@ void Shim::run_runner(Runner& r) noexcept {
   CPU_ZERO(&set);
   CPU_SET(r.cpu, &set);
   if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0 || ::sched_setaffinity(0, sizeof set, &set) != 0) return;
+  r.tid.store(static_cast<int>(::gettid()), std::memory_order_release);
+  // Cleared on the way out: boost_runner() never names a thread id that
+  // the kernel may give to another thread.
+  struct ClearTid {
+    std::atomic<int>& tid;
+    ~ClearTid() { tid.store(0, std::memory_order_release); }
+  } clear_tid{r.tid};
+  uint32_t boosts = 0;
   std::vector<Tried> tried;
   while (!stopping_.load(std::memory_order_seq_cst)) {
+    // Lifted by the sysmon (boost_runner) to finish a handoff: back to the
+    // idle class, or it would compete with the activations for its CPU.
+    if (const uint32_t b = r.boosts.load(std::memory_order_acquire); b != boosts) {
+      boosts = b;
+      ::sched_setscheduler(0, SCHED_IDLE, &idle);
+    }
     // perf refused (the first activation found out): no run-state words,
     // nothing to watch. Left armed, arm_runner() never calls in vain.
     if (!monitor_->perf()) return;

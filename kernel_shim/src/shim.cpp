@@ -291,10 +291,18 @@ bool Shim::handoff(Activation& a, int64_t blocked_at_ns, HandoffBy by) noexcept 
   // acquire/release: one handoff of `a` at a time, each seeing the last
   // one's writes (taken_recorded, signalled). The other caller is already
   // on it: nothing to do here.
-  if (a.in_handoff.exchange(true, std::memory_order_acquire)) return true;
+  uint8_t holder = 0;
+  if (!a.in_handoff.compare_exchange_strong(holder, static_cast<uint8_t>(1 + static_cast<int>(by)),
+                                            std::memory_order_acquire, std::memory_order_relaxed)) {
+    // A runner on it still, when the sysmon comes for a block it left for
+    // kRunnerGraceNs: preempted in the middle and starved (boost_runner).
+    if (by == HandoffBy::sysmon && holder == 1 + static_cast<int>(HandoffBy::runner))
+      boost_runner(a.vproc.load(std::memory_order_relaxed));
+    return true;
+  }
   Activation* taker = nullptr;
   const bool done = handoff_locked(a, blocked_at_ns, by, taker);
-  a.in_handoff.store(false, std::memory_order_release);
+  a.in_handoff.store(0, std::memory_order_release);
   // Wake the taker only now: a caller of the idle class (a runner, the
   // monitor) is preempted at once by the spare it wakes on its own CPU, and
   // must not hold `in_handoff` meanwhile (another block of `a` would be
@@ -910,6 +918,7 @@ ShimStats Shim::stats() const {
   s.preempted = n_preempted_.load(std::memory_order_relaxed);
   s.donations = n_donations_.load(std::memory_order_relaxed);
   s.contended_spells = n_contended_.load(std::memory_order_relaxed);
+  for (const auto& r : runners_) s.runner_boosts += r->boosts.load(std::memory_order_relaxed);
   s.records_swept = monitor_ ? monitor_->swept() : 0;
   PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());

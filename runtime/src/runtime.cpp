@@ -131,7 +131,8 @@ Stats Runtime::stats() const {
                      .handoffs_by_sysmon = k.handoffs_by_sysmon,
                      .handoffs_by_fault_server = k.handoffs_by_fault_server,
                      .handoffs_by_runner = k.handoffs_by_runner,
-                     .contended_spells = k.contended_spells};
+                     .contended_spells = k.contended_spells,
+                     .runner_boosts = k.runner_boosts};
   s.fibers_spawned = core_->spawned_fibers();
   s.fibers_live = core_->live_fibers();
   return s;

@@ -53,6 +53,21 @@ std::vector<int> policies(const std::string& prefix) {
   return out;
 }
 
+// all_in_class_soon() is true once every thread named `prefix`* (at
+// least one) has scheduling policy `policy`, within 2 s: a helper thread
+// changes its class around its work.
+bool all_in_class_soon(const std::string& prefix, int policy) {
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  for (;;) {
+    const std::vector<int> ps = policies(prefix);
+    bool all = !ps.empty();
+    for (int p : ps) all &= p == policy;
+    if (all) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
@@ -148,6 +163,54 @@ TEST_CASE("a runner's handoff takes no lock: it completes while another thread h
   CHECK(ran_under_lock >= 1);
 }
 
+TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sysmon, then drops back") {
+  // A runner preempted in the middle of a handoff (a wake-up on its CPU)
+  // holds the activation's in_handoff, which keeps the sysmon and the
+  // monitor out; beside a CPU-bound thread a SCHED_IDLE thread waits
+  // seconds for its CPU. The sysmon, finding the block the runner left for
+  // 50 µs still held by a runner, lifts it (Shim::boost_runner). Here the
+  // handoff is held on the runner's behalf by the test, and let go once
+  // the sysmon has lifted the runner; the block is then handed off.
+  sa_test::Watchdog wd{30s, "runner boost"};
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
+  std::atomic<bool> go{false};
+  uint64_t boosts_seen = 0;
+  rt.run([&] {
+    sa_test::Pipe p;
+    std::atomic<sa::shim::Activation*> reader{nullptr};
+    sa::Fiber a = sa::spawn([&] {
+      sa::shim::Activation* self = sa::shim::Activation::current();
+      SA_FIBER_CHECK(self != nullptr);
+      sa::shim::ShimTestAccess::runner_in_handoff(*self, true);
+      reader = self;
+      char c;
+      SA_FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);  // unannounced: the runner's to hand off
+    });
+    sa::Fiber b = sa::spawn([&] {
+      while (!go) sa::this_fiber::yield();  // runs once `a`'s processor is handed off
+      SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+    });
+    std::thread releaser([&] {
+      while (!reader) std::this_thread::yield();
+      const auto give_up = std::chrono::steady_clock::now() + 5s;
+      while ((boosts_seen = rt.stats().shim.runner_boosts) == 0 && std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(1ms);
+      sa::shim::ShimTestAccess::runner_in_handoff(*reader, false);
+      go = true;
+    });
+    a.join();
+    b.join();
+    while (!go) sa::this_fiber::yield();
+    releaser.join();
+  });
+  INFO("runner boosts " << boosts_seen << "; handoffs by sysmon " << rt.stats().shim.handoffs_by_sysmon);
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(boosts_seen >= 1);
+  // Back in the idle class at its next pass.
+  CHECK(all_in_class_soon("sa-run", SCHED_IDLE));
+}
+
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {
   sa_test::Watchdog wd{30s, "no idle runners"};
   const sa_test::ScopedEnv off{"SA_IDLE_RUNNERS", "0"};
@@ -160,6 +223,9 @@ TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as 
   CHECK(s.activation_blocked >= 1);
   CHECK(s.handoffs_by_runner == 0);
   CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
+  // The monitor waits in the idle class (it works at normal class, so that
+  // it never holds a lock where a CPU-bound thread would starve it).
+  CHECK(all_in_class_soon("sa-monitor", SCHED_IDLE));
 }
 
 TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the monitor hands off") {

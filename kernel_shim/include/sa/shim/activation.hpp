@@ -193,8 +193,9 @@ class Activation {
   std::atomic<void*> fault_addr{nullptr};
   std::atomic<size_t> fault_len{0};
   // Set while one Shim::handoff works on this activation (the monitor and
-  // Shim::fault_seen may both try): handoffs of one activation never overlap.
-  std::atomic<bool> in_handoff{false};
+  // Shim::fault_seen may both try): handoffs of one activation never
+  // overlap. 0 when free, else 1 + the Shim::HandoffBy of the one in it.
+  std::atomic<uint8_t> in_handoff{0};
   // Opaque to the shim: the runtime's fiber and scheduler context of this
   // activation, recorded when its processor is taken (for handing it back).
   void* user_fiber = nullptr;

@@ -354,6 +354,7 @@ struct ShimStats {
   uint64_t handoffs_by_fault_server = 0;
   uint64_t handoffs_by_runner = 0;  // the idle runner of the blocked CPU (design (i))
   uint64_t contended_spells = 0;    // times a runner's CPU turned contended (its streams went live)
+  uint64_t runner_boosts = 0;       // runners lifted by the sysmon: starved inside a handoff
 };
 
 class BlockMonitor;
@@ -633,8 +634,17 @@ class Shim {
     // Filled under the pool lock (return_spare, restock); take_spare()
     // empties it when the pool's list is dry.
     std::atomic<Activation*> reserve{nullptr};
+    std::atomic<int> tid{0};           // its kernel thread, once started
+    std::atomic<uint32_t> boosts{0};   // times the sysmon lifted it (boost_runner)
     std::thread thread;
   };
+  // boost_runner() lifts `vp`'s runner to SCHED_OTHER: the sysmon found it
+  // in a handoff (Activation::in_handoff) of a block it left for
+  // kRunnerGraceNs, preempted there and starved of its CPU (a SCHED_IDLE
+  // thread beside a CPU-bound one waits up to seconds), while the handoff
+  // it holds keeps the sysmon and the monitor out. The runner goes back to
+  // SCHED_IDLE at the top of its next pass.
+  void boost_runner(int vp) noexcept;
   void start_runners();
   // NormalClassWhileRunner lifts a runner's thread (HandoffBy::runner) to
   // SCHED_OTHER for its lifetime: around the rare handoffs without a free
