@@ -47,8 +47,11 @@ void Shim::boost_runner(int vp) noexcept {
   sched_param normal{};
   if (tid == 0 || ::sched_setscheduler(tid, SCHED_OTHER, &normal) != 0) return;
   // After the lift: a runner that sees the count move goes back to
-  // SCHED_IDLE after it, never before.
-  r->boosts.fetch_add(1, std::memory_order_release);
+  // SCHED_IDLE after it, never before. One that looked just before the
+  // count moved and went to sleep is woken for another look (as
+  // arm_runner() does).
+  r->boosts.fetch_add(1, std::memory_order_seq_cst);
+  if (r->armed.exchange(1) == 0) futex_wake(r->armed, 1);
 }
 
 void Shim::stop_runners() noexcept {
@@ -107,15 +110,19 @@ void Shim::run_runner(Runner& r) noexcept {
     std::atomic<int>& tid;
     ~ClearTid() { tid.store(0, std::memory_order_release); }
   } clear_tid{r.tid};
+  // Lifted by the sysmon (boost_runner) to finish a handoff: back to the
+  // idle class before it looks again or sleeps, or it would compete with
+  // the activations for its CPU.
   uint32_t boosts = 0;
-  std::vector<Tried> tried;
-  while (!stopping_.load(std::memory_order_seq_cst)) {
-    // Lifted by the sysmon (boost_runner) to finish a handoff: back to the
-    // idle class, or it would compete with the activations for its CPU.
+  const auto drop_boost = [&] {
     if (const uint32_t b = r.boosts.load(std::memory_order_acquire); b != boosts) {
       boosts = b;
       ::sched_setscheduler(0, SCHED_IDLE, &idle);
     }
+  };
+  std::vector<Tried> tried;
+  while (!stopping_.load(std::memory_order_seq_cst)) {
+    drop_boost();
     // perf refused (the first activation found out): no run-state words,
     // nothing to watch. Left armed, arm_runner() never calls in vain.
     if (!monitor_->perf()) return;
@@ -135,6 +142,7 @@ void Shim::run_runner(Runner& r) noexcept {
       r.armed.store(1, std::memory_order_relaxed);
       continue;
     }
+    drop_boost();
     futex_wait(r.armed, 0);
   }
 }

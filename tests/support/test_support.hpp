@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <dirent.h>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -38,6 +40,30 @@ inline int fiber_failures() { return fiber_failure_count().load(); }
       ++::sa_test::fiber_failure_count();                                                    \
     }                                                                                        \
   } while (0)
+
+// dump_threads() prints each thread of this process to stderr: name, state
+// (R, S, D...) and the kernel function it waits in, for a watchdog's report.
+inline void dump_threads() {
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string dir = std::string("/proc/self/task/") + e->d_name;
+    char stat[512] = {}, wchan[128] = {};
+    if (FILE* f = std::fopen((dir + "/stat").c_str(), "r")) {
+      [[maybe_unused]] size_t n = std::fread(stat, 1, sizeof stat - 1, f);
+      std::fclose(f);
+    }
+    if (FILE* f = std::fopen((dir + "/wchan").c_str(), "r")) {
+      [[maybe_unused]] size_t n = std::fread(wchan, 1, sizeof wchan - 1, f);
+      std::fclose(f);
+    }
+    const char* close = std::strrchr(stat, ')');
+    std::fprintf(stderr, "  thread %s: %.*s state %c, in %s\n", e->d_name, close ? static_cast<int>(close - stat + 1) : 0,
+                 stat, close && close[1] ? close[2] : '?', wchan[0] ? wchan : "-");
+  }
+  ::closedir(d);
+}
 
 // Watchdog: if not destroyed within `limit`, prints what hung and exits the
 // test process with status 3 (ctest reports the failure and the message).

@@ -217,7 +217,14 @@
 //     lock, an ioctl) at normal class before it runs the processor
 //     (lost_handed_off). Only with the reserve empty (two blocks on one CPU
 //     within a sweep) does it take the pool lock or the held-queue lock, or
-//     grow the pool, lifted to SCHED_OTHER (NormalClassWhileRunner). TSan
+//     grow the pool, lifted to SCHED_OTHER (NormalClassWhileRunner). What
+//     it still holds is the activation's handoff (in_handoff, about 200 ns
+//     from its look to the spare's wake-up), which keeps the monitor and
+//     the sysmon out: the sysmon, finding a block left for kRunnerGraceNs
+//     whose handoff a runner holds, lifts that runner (boost_runner), and
+//     it drops back at its next pass. The monitor, also SCHED_IDLE, does
+//     the same at every wake-up: it waits in the idle class and works, its
+//     locks taken, at normal class (block_monitor.cpp). TSan
 //     builds leave the runners off unless SA_IDLE_RUNNERS=1: a runner
 //     preempted inside TSan's own locks starved normal threads.
 //   - Rejected inside it: the sysmon sweeping every 200 µs instead of going
