@@ -263,6 +263,12 @@ bool BlockMonitor::drain(Watch& w, int64_t& blocked_at) noexcept {
   return state == ActivationState::User;
 }
 
+void BlockMonitor::lift() noexcept {
+  if (lifted_) return;
+  sched_param normal{};
+  lifted_ = ::sched_setscheduler(0, SCHED_OTHER, &normal) == 0;
+}
+
 void BlockMonitor::scan_fallback() noexcept {
   const int64_t now = now_ns();
   shim_.for_each_activation([&](Activation& a) {
@@ -335,6 +341,7 @@ bool BlockMonitor::hand_off_blocks(bool overdue_only) noexcept {
   }
   // The common case, at each of the monitor's wake-ups: nothing noted.
   if (!noted) return false;
+  if (!overdue_only) lift();  // handoffs take the shim's locks
   // Outside our lock: the shim may start an activation, which attaches to
   // us. The monitor and the sysmon may try the same block at once: the
   // shim lets one of them in. A block is dealt with once its activation
@@ -483,22 +490,23 @@ void BlockMonitor::run_sysmon() noexcept {
 
 void BlockMonitor::run() noexcept {
   ::pthread_setname_np(::pthread_self(), "sa-monitor");
-  // SCHED_IDLE while it waits: the monitor runs on a CPU only when nothing
-  // else wants it. An activation that blocks vacates its CPU, so the
-  // monitor wakes there at once; but its wake-up never preempts a running
-  // activation, which would write two switch records and wake it again (a
-  // feedback loop that cost about 30% of the compute throughput with
-  // SCHED_OTHER). SCHED_OTHER while it works, from its wake-up to its next
-  // wait: it takes locks (its own, the pool's, the held queue's, a
-  // stream's), and an idle-class holder preempted by a CPU-bound thread
-  // keeps the lock until its CPU idles again, stalling the sysmon and every
-  // activation that needs it (a SCHED_IDLE thread beside a CPU hog waited
-  // up to 1.4 s for the CPU here). Two sched_setscheduler calls per wake-up,
-  // about 2 µs each.
-  const auto set_class = [](int policy) {
-    sched_param none{};
-    ::sched_setscheduler(0, policy, &none);
-  };
+  // SCHED_IDLE: the monitor runs on a CPU only when nothing else wants it.
+  // An activation that blocks vacates its CPU, so the monitor wakes there at
+  // once; but it never preempts a running activation, which would write two
+  // switch records and wake it again (a feedback loop that cost about 30% of
+  // the compute throughput with SCHED_OTHER). An idle-class thread must not
+  // hold a lock that others wait for, though: preempted by a CPU-bound
+  // thread it keeps it until its CPU idles again (beside a CPU hog, 1.4 s
+  // here). So it reads its records under its own lock, which a normal
+  // waiter lifts it out of (IdleHolderLock), and takes any other lock (a
+  // handoff: the pool's, the held queue's, a stream's) only at SCHED_OTHER
+  // (lift()), until its next wait. A sched_setscheduler costs about 2 µs;
+  // the wake-ups with no block to hand off (most of them: an activation
+  // holding kicks us) pay none.
+  sched_param idle{};
+  ::sched_setscheduler(0, SCHED_IDLE, &idle);
+  lock_.set_idle_thread();
+  uint32_t lifts_seen = 0;
   // One epoll set of the wake eventfd and every watch's perf fd: a wake-up
   // costs the ready fds only. (poll() over all of them cost about a third of
   // a CPU with 64 activations faulting, most of it setting up and tearing
@@ -534,6 +542,7 @@ void BlockMonitor::run() noexcept {
     // while some activation runs (the shim kicks us when one starts to).
     // With perf, records wake us; the sysmon sweeps for the ones we miss.
     bool in_call = !pending_.empty() || blocks_left;
+    if (!perf()) lift();  // the pool's lock
     if (!perf())
       shim_.for_each_activation([&](Activation& a) {
         const ActivationState st = a.state();
@@ -541,9 +550,13 @@ void BlockMonitor::run() noexcept {
                    st == ActivationState::Running;
       });
     timespec period{0, kFallbackPeriodNs};
-    set_class(SCHED_IDLE);
+    // Back to the idle class to wait, if lifted (by us or a waiter).
+    if (lifted_) {
+      ::sched_setscheduler(0, SCHED_IDLE, &idle);
+      lifted_ = false;
+    }
+    lock_.drop_lift(lifts_seen);
     const int n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, in_call ? &period : nullptr, nullptr);
-    set_class(SCHED_OTHER);
     if (n < 0 && errno != EINTR) break;
     {
       std::lock_guard g(lock_);  // a detach may clear Watch::a meanwhile
@@ -562,6 +575,7 @@ void BlockMonitor::run() noexcept {
     if (!perf()) scan_fallback();
     // Hand off outside our lock: the shim may start an activation, which
     // attaches to us. Keep the ones that wait for a spare.
+    if (!pending_.empty()) lift();
     std::erase_if(pending_, [this](Pending& p) {
       if (p.retries++ > 0 && !task_sleeping(p.a->tid())) return true;  // it runs again: drop
       return shim_.handoff(*p.a, p.blocked_at_ns);

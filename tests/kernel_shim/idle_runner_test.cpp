@@ -9,8 +9,10 @@
 #include <sa/detail/runtime_core.hpp>
 #include <sa/detail/vproc.hpp>
 #include <sa/sa.hpp>
+#include <sa/shim/idle_holder_lock.hpp>
 
 #include <dirent.h>
+#include <time.h>
 #include <sched.h>
 
 #include <cstdlib>
@@ -229,6 +231,58 @@ TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sy
   CHECK(boosts_seen >= 1);
   // Back in the idle class at its next pass.
   CHECK(all_in_class_soon("sa-run", SCHED_IDLE));
+}
+
+TEST_CASE("IdleHolderLock: a normal thread kept waiting by an idle-class holder starved beside a CPU hog lifts it") {
+  // The block monitor's lock (idle_holder_lock.hpp): a SCHED_IDLE thread
+  // that ran alone on its CPU takes it and is preempted there by a CPU hog;
+  // unlifted, it would get its CPU back in slivers 1.36 s apart
+  // (bench_idle_class_wait), and its 20 ms of work under the lock would
+  // take seconds. The waiter lifts it after 50 µs, so it finishes sharing
+  // the CPU with the hog; it drops back to SCHED_IDLE itself.
+  sa_test::Watchdog wd{30s, "IdleHolderLock"};
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  int cpu = 0;
+  while (!CPU_ISSET(cpu, &allowed)) ++cpu;
+  sa::shim::IdleHolderLock lock;
+  std::atomic<int> phase{0};
+  int policy_after = -1;
+  std::thread holder([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+    sched_param none{};
+    ::sched_setscheduler(0, SCHED_IDLE, &none);
+    lock.set_idle_thread();
+    sa_test::busy_for(100ms);  // alone on its CPU
+    lock.lock();
+    phase = 1;
+    timespec t0{}, t{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    do ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);  // 20 ms of CPU time, under the lock
+    while ((t.tv_sec - t0.tv_sec) * 1'000'000'000L + (t.tv_nsec - t0.tv_nsec) < 20'000'000L);
+    lock.unlock();
+    uint32_t seen = 0;
+    lock.drop_lift(seen);
+    policy_after = ::sched_getscheduler(0);
+  });
+  while (phase == 0) std::this_thread::yield();
+  sa_hogs::CpuHogs hog{1, {cpu}};
+  std::this_thread::sleep_for(5ms);  // the hog has preempted the holder
+  const auto t0 = std::chrono::steady_clock::now();
+  lock.lock();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  lock.unlock();
+  holder.join();
+  hog.stop();
+  INFO("waited " << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms, lifts "
+                 << lock.lifts());
+  CHECK(lock.lifts() >= 1);
+  CHECK(waited < 1s);  // unlifted: several slivers 1.36 s apart
+  CHECK(policy_after == SCHED_IDLE);
 }
 
 TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as before") {

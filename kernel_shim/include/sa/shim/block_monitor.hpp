@@ -57,6 +57,7 @@
 #include <vector>
 
 #include <sa/shim/activation.hpp>
+#include <sa/shim/idle_holder_lock.hpp>
 
 namespace sa::shim {
 
@@ -128,13 +129,20 @@ class BlockMonitor {
   void note_block(Watch& w, int64_t blocked_at, bool overdue) noexcept;
   bool hand_off_blocks(bool overdue_only) noexcept;
   void kick() noexcept;
+  // lift() takes the monitor thread to SCHED_OTHER until its next wait,
+  // before it takes any lock but its own (the pool's, the held queue's, a
+  // stream's, a handoff's); monitor thread only.
+  void lift() noexcept;
+  bool lifted_ = false;  // monitor thread only
 
   Shim& shim_;
   std::atomic<bool> perf_;
   std::atomic<bool> stopping_{false};
   int wake_fd_ = -1;  // eventfd: attach/detach/stop/call_started
   int epoll_fd_ = -1; // wake_fd_ and every watch's perf fd
-  std::mutex lock_;   // guards watches_, dirty_
+  // Guards watches_, dirty_. The monitor takes it at the idle class; a
+  // normal thread kept waiting lifts it (idle_holder_lock.hpp).
+  IdleHolderLock lock_;
   std::vector<std::unique_ptr<Watch>> watches_;
   bool dirty_ = true;
   std::atomic<uint64_t> n_swept_{0};
