@@ -36,16 +36,20 @@ class IdleHolderLock {
 
   void lock() noexcept {
     const int self = tid();
-    if (!m_.try_lock()) {
-      if (self == idle_tid_.load(std::memory_order_acquire) || !m_.try_lock_for(kLiftAfter)) {
-        const int holder = holder_.load(std::memory_order_acquire);
-        if (holder != 0 && holder != self && holder == idle_tid_.load(std::memory_order_acquire)) {
-          sched_param none{};
-          if (::sched_setscheduler(holder, SCHED_OTHER, &none) == 0) lifts_.fetch_add(1, std::memory_order_seq_cst);
-        }
-        m_.lock();
+    bool got = m_.try_lock();
+    if (!got && self != idle_tid_.load(std::memory_order_acquire)) {
+      // A normal waiter: look again for kLiftAfter (the holder's sections
+      // last microseconds), then lift an idle-class holder and wait.
+      // (Polling, not std::timed_mutex: TSan does not see its clocklock.)
+      const auto until = std::chrono::steady_clock::now() + kLiftAfter;
+      while (!(got = m_.try_lock()) && std::chrono::steady_clock::now() < until) ::sched_yield();
+      const int holder = holder_.load(std::memory_order_acquire);
+      if (!got && holder != 0 && holder == idle_tid_.load(std::memory_order_acquire)) {
+        sched_param none{};
+        if (::sched_setscheduler(holder, SCHED_OTHER, &none) == 0) lifts_.fetch_add(1, std::memory_order_seq_cst);
       }
     }
+    if (!got) m_.lock();
     holder_.store(self, std::memory_order_release);
   }
   bool try_lock() noexcept {
@@ -76,7 +80,7 @@ class IdleHolderLock {
     return t;
   }
 
-  std::timed_mutex m_;
+  std::mutex m_;
   std::atomic<int> holder_{0};    // thread id of the holder, 0 when free
   std::atomic<int> idle_tid_{0};  // the idle-class thread (set_idle_thread)
   std::atomic<uint32_t> lifts_{0};
