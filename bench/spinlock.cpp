@@ -30,6 +30,10 @@
 //                     counter of its own and no lock): the CPU spent getting
 //                     the lock, spinning on a holder that cannot progress
 //                     above all.
+//   cpus_used         the process's CPU time over the run's wall time: the
+//                     share of the CPUs it got beside the hogs (the kernel
+//                     shares a CPU per thread: W threads per CPU take more
+//                     of it than sa's one activation per CPU, I1)
 // For experiments, two environment variables narrow the run (the ratios
 // need sa_spinlock, pthread_mutex, the naive locks and no_lock):
 //   SA_SPINLOCK_SYSTEMS=sa_spinlock,pthread_mutex   only these systems
@@ -37,7 +41,9 @@
 // Ratios at H = 2 (the goals): speedup_vs_pthread_mutex and
 // speedup_vs_naive_tas(_mn) = sa_spinlock acq/s over theirs (goals >= 1
 // and >= 10); wasted_vs_naive_tas(_mn) = sa_spinlock's wasted_ns_per_acq
-// over theirs (goal <= 0.1). Both naive baselines are reported: kernel
+// over theirs (goal <= 0.1); acq_per_cpu_s_vs_pthread_mutex = sa_spinlock's
+// acquisitions per CPU-second of the process over pthread_mutex's (the
+// locking done with the CPU each got). Both naive baselines are reported: kernel
 // threads, where only the kernel's preemption of a holder hurts, and M:N
 // fibers, where a spinning fiber also keeps its VProc from the holder.
 
@@ -309,6 +315,7 @@ int main(int argc, char** argv) {
         report(kBench, system + suffix, "acq_per_s", m.acq_per_s, "1/s");
         report(kBench, system + suffix, "p99_acquire_us", m.p99_us, "us");
         report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, m.cpu_ns_per_acq - base_cpu_ns), "ns");
+        report(kBench, system + suffix, "cpus_used", m.acq_per_s * m.cpu_ns_per_acq / 1e9, "cpus");
       }
       if (hogs != 2) continue;
       auto get = [&](const std::string& name) {
@@ -320,6 +327,9 @@ int main(int argc, char** argv) {
       if (sa.acq_per_s == 0 || pm.acq_per_s == 0) continue;
       const double sa_wasted = std::max(0.0, sa.cpu_ns_per_acq - base_cpu_ns);
       report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", sa.acq_per_s / pm.acq_per_s, "x");
+      if (sa.cpu_ns_per_acq > 0)
+        report(kBench, "sa_spinlock" + suffix, "acq_per_cpu_s_vs_pthread_mutex", pm.cpu_ns_per_acq / sa.cpu_ns_per_acq,
+               "x");
       for (const std::string naive_name : {"naive_tas", "naive_tas_mn"}) {
         const Result naive = get(naive_name);
         const double naive_wasted = std::max(0.0, naive.cpu_ns_per_acq - base_cpu_ns);
