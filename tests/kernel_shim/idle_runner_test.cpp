@@ -93,17 +93,18 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
     s = rt.stats().shim;
   } while (s.handoffs_by_runner == 0 && std::chrono::steady_clock::now() < until);
   INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
-                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+                    << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon
+                    << "; runner boosts " << s.runner_boosts);
   CHECK(sa_test::fiber_failures() == 0);
   CHECK(s.perf);
   CHECK(s.handoffs_by_runner >= 1);
   CHECK(s.activations_running <= 2);
   // The runners are back in the idle class after any pool growth they did
-  // at normal class (NormalClassWhileRunner), or they would compete with
-  // the activations for their CPUs.
-  const std::vector<int> runners = policies("sa-run");
-  CHECK(runners.size() >= 1);
-  for (int p : runners) CHECK(p == SCHED_IDLE);
+  // at normal class (NormalClassWhileRunner) or a lift by the sysmon (it
+  // found one in a handoff of a block it had left for 50 µs: the runner
+  // drops back at its next pass), or they would compete with the
+  // activations for their CPUs.
+  CHECK(all_in_class_soon("sa-run", SCHED_IDLE));
   // And every activation, some started by a runner or the monitor (idle
   // class) when the pool ran dry, runs at normal class.
   for (int p : policies("sa-act")) CHECK(p == SCHED_OTHER);
