@@ -277,12 +277,15 @@ void Shim::fill_reserves() noexcept {
         link = l;
         break;
       }
+    // Off the list before it is published: the runner may take it at once.
     Activation* s = *link;
+    *link = s->next_spare;
+    s->next_spare = nullptr;
     Activation* empty = nullptr;
-    // (The runner may have put one back meanwhile: then `s` stays listed.)
-    if (r->reserve.compare_exchange_strong(empty, s, std::memory_order_acq_rel)) {
-      *link = s->next_spare;
-      s->next_spare = nullptr;
+    if (!r->reserve.compare_exchange_strong(empty, s, std::memory_order_acq_rel)) {
+      // The runner put one back meanwhile: `s` goes back where it was.
+      s->next_spare = *link;
+      *link = s;
     }
   }
 }
