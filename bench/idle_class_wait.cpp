@@ -13,7 +13,6 @@
 // fair scheduler (EEVDF) charges a SCHED_IDLE thread's CPU time at about
 // 340 times a normal one's, and the hog must catch up with that first.
 
-#include <pthread.h>
 #include <sched.h>
 
 #include <atomic>
@@ -31,11 +30,7 @@ int main(int argc, char** argv) {
   constexpr const char* kBench = "idle_class_wait";
   const Args args = parse_args(argc, argv, kBench);
   const double secs = args.pick(3.0, 2.0);  // longer than one wait (about 1.4 s here)
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  ::sched_getaffinity(0, sizeof allowed, &allowed);
-  int cpu = 0;
-  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &allowed)) ++cpu;
+  const int cpu = sa_hogs::first_allowed_cpu();
   std::vector<double> worst_ms, over_10ms;
   for (int rep = 0; rep < args.reps; ++rep) {
     int64_t worst = 0;
@@ -43,12 +38,7 @@ int main(int argc, char** argv) {
     std::atomic<bool> ready{false};
     std::atomic<int64_t> hog_from{INT64_MAX};
     std::thread idle([&] {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(cpu, &one);
-      ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
-      sched_param none{};
-      if (::sched_setscheduler(0, SCHED_IDLE, &none) != 0) fail(kBench, "sched_setscheduler(SCHED_IDLE) failed");
+      if (!sa_hogs::idle_on(cpu)) fail(kBench, "pinning or SCHED_IDLE refused");
       ready = true;
       int64_t end = INT64_MAX;
       for (int64_t last = now_ns(), t; (t = now_ns()) < end; last = t) {

@@ -242,21 +242,12 @@ TEST_CASE("IdleHolderLock: a normal thread kept waiting by an idle-class holder 
   // take seconds. The waiter lifts it after 50 µs, so it finishes sharing
   // the CPU with the hog; it drops back to SCHED_IDLE itself.
   sa_test::Watchdog wd{30s, "IdleHolderLock"};
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
-  int cpu = 0;
-  while (!CPU_ISSET(cpu, &allowed)) ++cpu;
+  const int cpu = sa_hogs::first_allowed_cpu();
   sa::shim::IdleHolderLock lock;
   std::atomic<int> phase{0};
   int policy_after = -1;
   std::thread holder([&] {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
-    sched_param none{};
-    ::sched_setscheduler(0, SCHED_IDLE, &none);
+    SA_FIBER_CHECK(sa_hogs::idle_on(cpu));  // (a thread: Catch2's CHECK is not thread-safe)
     lock.set_idle_thread();
     sa_test::busy_for(100ms);  // alone on its CPU
     lock.lock();
@@ -281,6 +272,7 @@ TEST_CASE("IdleHolderLock: a normal thread kept waiting by an idle-class holder 
   hog.stop();
   INFO("waited " << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms, lifts "
                  << lock.lifts());
+  CHECK(sa_test::fiber_failures() == 0);
   CHECK(lock.lifts() >= 1);
   CHECK(waited < 1s);  // unlifted: several slivers 1.36 s apart
   CHECK(policy_after == SCHED_IDLE);

@@ -15,6 +15,27 @@
 
 namespace sa_hogs {
 
+// first_allowed_cpu() is the lowest CPU the calling thread may run on (0 if
+// the affinity cannot be read).
+inline int first_allowed_cpu() noexcept {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return 0;
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE - 1 && !CPU_ISSET(cpu, &allowed)) ++cpu;
+  return cpu;
+}
+
+// idle_on() pins the calling thread to `cpu` and puts it in SCHED_IDLE, as
+// the shim's idle-class helpers run; false if either is refused.
+inline bool idle_on(int cpu) noexcept {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  sched_param none{};
+  return ::sched_setaffinity(0, sizeof one, &one) == 0 && ::sched_setscheduler(0, SCHED_IDLE, &none) == 0;
+}
+
 class CpuHogs {
  public:
   // Starts `n` hog processes at the caller's priority; hog i is pinned to
