@@ -31,8 +31,8 @@ void Spinlock::lock_slow() noexcept {
   int backoff = 1;
   unsigned rounds = 0;
   for (;;) {
-    while (state_.load(std::memory_order_relaxed) != 0) {
-      shim::Activation* h = holder_activation_.load(std::memory_order_relaxed);
+    for (uintptr_t w; (w = word_.load(std::memory_order_relaxed)) != 0;) {
+      shim::Activation* h = activation_of(w);
       int64_t since = 0;  // when the holder left its CPU (CLOCK_MONOTONIC, as now_ns())
       const shim::CpuState cs = h ? h->cpu_state(&since) : shim::CpuState::Unknown;
       if (may_leave && (cs == shim::CpuState::Preempted || cs == shim::CpuState::Sleeping) &&
@@ -65,7 +65,7 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
     // seq_cst: after the store of `donated` (design comment). Released or
     // passed on before the holder could see the flag: end it ourselves
     // (and not again after our park: the flag may be another donor's then).
-    if (state_.load(std::memory_order_seq_cst) == 0 || holder_activation_.load(std::memory_order_seq_cst) != h) {
+    if (activation_of(word_.load(std::memory_order_seq_cst)) != h) {
       donor->end_donation(*h);
       donor = nullptr;
     }
@@ -73,10 +73,10 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
   // Step 2: park until the next unlock, if the lock is still held.
   detail::Waiter w;
   lock_.lock();
-  uint32_t s = state_.load(std::memory_order_relaxed);
+  uintptr_t s = word_.load(std::memory_order_relaxed);
   while (s & kLocked) {
     // Succeeds only while held: an unlock in between makes it fail.
-    if (state_.compare_exchange_weak(s, s | kParked, std::memory_order_relaxed, std::memory_order_relaxed)) {
+    if (word_.compare_exchange_weak(s, s | kParked, std::memory_order_relaxed, std::memory_order_relaxed)) {
       waiters_.push_back(&w);
       detail::park(w, &lock_, detail::TimerHeap::kNever);
       // Woken by the unlock, which ends the donation after it wakes us: we
@@ -91,7 +91,7 @@ void Spinlock::wait_for_holder(shim::Activation* h, shim::CpuState state) noexce
   lock_.unlock();
 }
 
-void Spinlock::unlock_slow(uint32_t old, shim::Activation* self) noexcept {
+void Spinlock::unlock_slow(uintptr_t old, shim::Activation* self) noexcept {
   if (old & kParked) {
     // Hold the wait-list lock as a runtime section: a block in it must not
     // hand our processor away (the parked ones need us to finish).

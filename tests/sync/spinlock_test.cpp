@@ -4,7 +4,10 @@
 
 #include <sa/sa.hpp>
 
+#include <atomic>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -77,4 +80,44 @@ TEST_CASE("holder() names the fiber holding the lock") {
     sl.unlock();
     CHECK(sl.holder() == 0);
   });
+}
+
+TEST_CASE("kernel threads outside the runtime and fibers share a Spinlock") {
+  // A thread outside the runtime has no activation: its lock word names
+  // none, and waiters read its state as Unknown (they spin, then yield).
+  sa_test::Watchdog wd{30s, "spinlock shared with threads"};
+  sa::Runtime rt{{.vprocs = 2}};
+  sa::Spinlock sl;
+  long counter = 0;
+  constexpr int kEach = 20'000;
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&] {
+      while (!go.load()) std::this_thread::yield();
+      for (int k = 0; k < kEach; ++k) {
+        std::lock_guard g(sl);
+        ++counter;
+      }
+    });
+  rt.run([&] {
+    std::vector<sa::Fiber> fibers;
+    for (int i = 0; i < 4; ++i)
+      fibers.push_back(sa::spawn([&] {
+        for (int k = 0; k < kEach; ++k) {
+          std::lock_guard g(sl);
+          ++counter;
+        }
+      }));
+    go.store(true);
+    for (auto& f : fibers) f.join();
+  });
+  for (auto& t : threads) t.join();
+  CHECK(counter == 6L * kEach);
+  sl.lock();  // from this thread, outside the runtime: no fiber holds it
+  CHECK(sl.holder() == 0);
+  CHECK_FALSE(sl.try_lock());
+  sl.unlock();
+  CHECK(sl.try_lock());
+  sl.unlock();
 }
