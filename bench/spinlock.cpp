@@ -22,7 +22,8 @@
 //                     the work itself under the same hogs
 //   sa_mutex          sa::Mutex in fibers, ShimMode::on
 // Each (system, H) runs in a forked child so that a collapsed run cannot
-// disturb the next one. Reported per (system, H), medians over repetitions:
+// disturb the next one. A repetition runs every system once, back to back.
+// Reported per (system, H), medians over repetitions:
 //   acq_per_s         acquisitions per second, all workers
 //   p99_acquire_us    99th percentile of lock() latency
 //   wasted_ns_per_acq the process's CPU time per acquisition beyond that of
@@ -38,7 +39,8 @@
 // need sa_spinlock, pthread_mutex, the naive locks and no_lock):
 //   SA_SPINLOCK_SYSTEMS=sa_spinlock,pthread_mutex   only these systems
 //   SA_SPINLOCK_CELLS=w1_h2,w16_h2                  only these (W, H) cells
-// Ratios at H = 2 (the goals): speedup_vs_pthread_mutex and
+// Ratios at H = 2 (the goals), each the median over repetitions of the
+// ratio within a repetition: speedup_vs_pthread_mutex and
 // speedup_vs_naive_tas(_mn) = sa_spinlock acq/s over theirs (goals >= 1
 // and >= 10); wasted_vs_naive_tas(_mn) = sa_spinlock's wasted_ns_per_acq
 // over theirs (goal <= 0.1); acq_per_cpu_s_vs_pthread_mutex = sa_spinlock's
@@ -291,52 +293,68 @@ int main(int argc, char** argv) {
                                             "naive_tas_mn", "ttas_yield",  "pthread_mutex",   "sa_mutex"};
   for (int per_cpu : {1, 4, 16})
     for (int hogs : {0, 2, 4}) {
-      std::vector<std::pair<std::string, Result>> medians;
       const std::string suffix = "_w" + std::to_string(per_cpu) + "_h" + std::to_string(hogs);
       if (!selected("SA_SPINLOCK_CELLS", suffix.substr(1))) continue;
-      double base_cpu_ns = 0;  // no_lock's CPU per iteration, measured first
-      for (const auto& system : systems) {
-        if (!selected("SA_SPINLOCK_SYSTEMS", system)) continue;
-        std::vector<double> acq, p99, cpu;
-        for (int rep = 0; rep < args.reps; ++rep) {
-          Result r = in_child(system, per_cpu, hogs, secs);
-          acq.push_back(r.acq_per_s);
-          p99.push_back(r.p99_us);
-          cpu.push_back(r.cpu_ns_per_acq);
-        }
-        Result m{.acq_per_s = median(acq), .p99_us = median(p99), .cpu_ns_per_acq = median(cpu)};
-        medians.emplace_back(system, m);
+      std::vector<std::string> chosen;
+      for (const auto& system : systems)
+        if (selected("SA_SPINLOCK_SYSTEMS", system)) chosen.push_back(system);
+      // Each repetition runs every chosen system once, back to back, so that
+      // the ratios below compare runs a few seconds apart (this host drifts
+      // between speed modes over minutes).
+      std::vector<std::vector<Result>> runs(chosen.size());
+      for (int rep = 0; rep < args.reps; ++rep)
+        for (size_t i = 0; i < chosen.size(); ++i) runs[i].push_back(in_child(chosen[i], per_cpu, hogs, secs));
+      auto index_of = [&](const std::string& name) -> int {
+        for (size_t i = 0; i < chosen.size(); ++i)
+          if (chosen[i] == name) return static_cast<int>(i);
+        return -1;
+      };
+      auto med = [&](int i, auto field) {
+        std::vector<double> v;
+        for (const Result& r : runs[static_cast<size_t>(i)]) v.push_back(field(r));
+        return median(v);
+      };
+      const auto acq = [](const Result& r) { return r.acq_per_s; };
+      const auto cpu_ns = [](const Result& r) { return r.cpu_ns_per_acq; };
+      const int base = index_of("no_lock");
+      const double base_cpu_ns = base >= 0 ? med(base, cpu_ns) : 0;  // the work's own CPU per iteration
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        const int k = static_cast<int>(i);
+        const std::string& system = chosen[i];
+        const double a = med(k, acq), c = med(k, cpu_ns);
         if (system == "no_lock") {
-          base_cpu_ns = m.cpu_ns_per_acq;
-          report(kBench, system + suffix, "iter_per_s", m.acq_per_s, "1/s");
-          report(kBench, system + suffix, "cpu_ns_per_iter", m.cpu_ns_per_acq, "ns");
+          report(kBench, system + suffix, "iter_per_s", a, "1/s");
+          report(kBench, system + suffix, "cpu_ns_per_iter", c, "ns");
           continue;
         }
-        report(kBench, system + suffix, "acq_per_s", m.acq_per_s, "1/s");
-        report(kBench, system + suffix, "p99_acquire_us", m.p99_us, "us");
-        report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, m.cpu_ns_per_acq - base_cpu_ns), "ns");
-        report(kBench, system + suffix, "cpus_used", m.acq_per_s * m.cpu_ns_per_acq / 1e9, "cpus");
+        report(kBench, system + suffix, "acq_per_s", a, "1/s");
+        report(kBench, system + suffix, "p99_acquire_us", med(k, [](const Result& r) { return r.p99_us; }), "us");
+        report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, c - base_cpu_ns), "ns");
+        report(kBench, system + suffix, "cpus_used", med(k, [](const Result& r) { return r.acq_per_s * r.cpu_ns_per_acq / 1e9; }), "cpus");
       }
       if (hogs != 2) continue;
-      auto get = [&](const std::string& name) {
-        for (auto& [n, r] : medians)
-          if (n == name) return r;
-        return Result{};
+      // Ratios: the median over repetitions of each repetition's ratio.
+      const int sa = index_of("sa_spinlock");
+      if (sa < 0) continue;
+      auto paired = [&](int other, auto value) {
+        std::vector<double> v;
+        for (int rep = 0; rep < args.reps; ++rep) {
+          const double d = value(runs[static_cast<size_t>(other)][static_cast<size_t>(rep)]);
+          if (d > 0) v.push_back(value(runs[static_cast<size_t>(sa)][static_cast<size_t>(rep)]) / d);
+        }
+        return v.empty() ? 0.0 : median(v);
       };
-      const Result sa = get("sa_spinlock"), pm = get("pthread_mutex");
-      if (sa.acq_per_s == 0 || pm.acq_per_s == 0) continue;
-      const double sa_wasted = std::max(0.0, sa.cpu_ns_per_acq - base_cpu_ns);
-      report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", sa.acq_per_s / pm.acq_per_s, "x");
-      if (sa.cpu_ns_per_acq > 0)
-        report(kBench, "sa_spinlock" + suffix, "acq_per_cpu_s_vs_pthread_mutex", pm.cpu_ns_per_acq / sa.cpu_ns_per_acq,
-               "x");
+      const auto wasted = [&](const Result& r) { return std::max(0.0, r.cpu_ns_per_acq - base_cpu_ns); };
+      const auto per_cpu_s = [](const Result& r) { return r.cpu_ns_per_acq > 0 ? 1e9 / r.cpu_ns_per_acq : 0.0; };
+      if (const int pm = index_of("pthread_mutex"); pm >= 0) {
+        report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", paired(pm, acq), "x");
+        report(kBench, "sa_spinlock" + suffix, "acq_per_cpu_s_vs_pthread_mutex", paired(pm, per_cpu_s), "x");
+      }
       for (const std::string naive_name : {"naive_tas", "naive_tas_mn"}) {
-        const Result naive = get(naive_name);
-        const double naive_wasted = std::max(0.0, naive.cpu_ns_per_acq - base_cpu_ns);
-        if (naive.acq_per_s > 0)
-          report(kBench, "sa_spinlock" + suffix, "speedup_vs_" + naive_name, sa.acq_per_s / naive.acq_per_s, "x");
-        if (naive_wasted > 0)
-          report(kBench, "sa_spinlock" + suffix, "wasted_vs_" + naive_name, sa_wasted / naive_wasted, "x");
+        const int naive = index_of(naive_name);
+        if (naive < 0) continue;
+        report(kBench, "sa_spinlock" + suffix, "speedup_vs_" + naive_name, paired(naive, acq), "x");
+        if (base >= 0) report(kBench, "sa_spinlock" + suffix, "wasted_vs_" + naive_name, paired(naive, wasted), "x");
       }
     }
   return 0;
