@@ -70,6 +70,21 @@ bool all_in_class_soon(const std::string& prefix, int policy) {
   }
 }
 
+// rounds_until() runs `round` until it returns true, for at most 10 s,
+// and returns how many rounds it ran. These tests repeat their scenario
+// until the helper they look at (a runner, or the monitor) did the work.
+template <class Round>
+int rounds_until(Round round) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  int rounds = 0;
+  bool done = false;
+  do {
+    ++rounds;
+    done = round();
+  } while (!done && std::chrono::steady_clock::now() < until);
+  return rounds;
+}
+
 }  // namespace
 
 TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked processor off") {
@@ -82,16 +97,14 @@ TEST_CASE("on a CPU with nothing else to run, its idle runner hands the blocked 
   sa_test::Watchdog wd{30s, "idle runner handoffs"};
   const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
   sa::Runtime rt{{.vprocs = 2, .shim = sa::ShimMode::on}};
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  int rounds = 0;
   sa::ShimStats s;
-  do {
+  const int rounds = rounds_until([&] {
     long got = 0;
     rt.run([&] { got = deadlock_scenario(2, annotate); });
     REQUIRE(got == 10);
-    ++rounds;
     s = rt.stats().shim;
-  } while (s.handoffs_by_runner == 0 && std::chrono::steady_clock::now() < until);
+    return s.handoffs_by_runner != 0;
+  });
   INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
                     << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon
                     << "; runner boosts " << s.runner_boosts);
@@ -123,12 +136,10 @@ TEST_CASE("a runner's handoff takes no lock: it completes while another thread h
   sa_test::Watchdog wd{30s, "runner handoff under the pool lock"};
   const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
   sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  int rounds = 0, ran_under_lock = 0;
-  uint64_t by_runner_before = 0;
+  int ran_under_lock = 0;
   sa::ShimStats s;
-  do {
-    by_runner_before = rt.stats().shim.handoffs_by_runner;
+  const int rounds = rounds_until([&] {
+    const uint64_t by_runner_before = rt.stats().shim.handoffs_by_runner;
     bool ran_while_locked = false;
     rt.run([&] {
       sa::shim::Shim& shim = sa::detail::current_vproc()->core.shim();
@@ -156,14 +167,63 @@ TEST_CASE("a runner's handoff takes no lock: it completes while another thread h
       other.join();
       locker.join();
     });
-    ++rounds;
     s = rt.stats().shim;
     if (ran_while_locked && s.handoffs_by_runner > by_runner_before) ++ran_under_lock;
-  } while (ran_under_lock == 0 && std::chrono::steady_clock::now() < until);
+    return ran_under_lock != 0;
+  });
   INFO("annotated " << annotate << ": " << rounds << " rounds; handoffs by runner " << s.handoffs_by_runner
                     << ", monitor " << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
   CHECK(sa_test::fiber_failures() == 0);
   CHECK(ran_under_lock >= 1);
+}
+
+TEST_CASE("after a runner's handoff the Lost activation's stream is live, so its wake-up reaches the monitor") {
+  // A runner watches the activations of its quiet CPU with their monitor
+  // streams paused. One it hands off in fiber code turns Lost and must hold
+  // as soon as it wakes (I1): its switch-in record has to reach the
+  // monitor, so the spare that takes over makes its stream live
+  // (Shim::lost_handed_off) before it runs the processor's fibers. Here `b`
+  // runs on that spare while `a` still sleeps in its read: the stream must
+  // be live by then. Rounds repeat, within a bound, until one such handoff
+  // was the runner's (the monitor makes the stream live itself).
+  sa_test::Watchdog wd{30s, "Lost stream live"};
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
+  int lost_seen = 0, lost_paused = 0, by_runner = 0;
+  const int rounds = rounds_until([&] {
+    const uint64_t before = rt.stats().shim.handoffs_by_runner;
+    std::atomic<sa::shim::Activation*> reader{nullptr};
+    bool lost = false, live = false;
+    sa_test::Pipe p;
+    rt.run([&] {
+      sa::Fiber a = sa::spawn([&] {
+        reader = sa::shim::Activation::current();
+        char c;
+        SA_FIBER_CHECK(::read(p.fd[0], &c, 1) == 1);  // unannounced: the runner's to hand off
+      });
+      sa::Fiber b = sa::spawn([&] {
+        while (!reader) sa::this_fiber::yield();  // on from here once `a`'s processor is handed off
+        sa::shim::Activation* r = reader;
+        lost = r->state() == sa::shim::ActivationState::Lost;
+        live = r->stream_live();
+        SA_FIBER_CHECK(::write(p.fd[1], "x", 1) == 1);
+      });
+      a.join();
+      b.join();
+    });
+    const bool runner = rt.stats().shim.handoffs_by_runner > before;
+    if (lost) {
+      ++lost_seen;
+      lost_paused += !live;
+      by_runner += runner;
+    }
+    return lost && runner;
+  });
+  INFO(rounds << " rounds; Lost seen " << lost_seen << " (stream paused in " << lost_paused << "), of which after "
+              << by_runner << " runner handoffs");
+  CHECK(sa_test::fiber_failures() == 0);
+  CHECK(by_runner >= 1);
+  CHECK(lost_paused == 0);
 }
 
 TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sysmon, then drops back") {
@@ -190,9 +250,7 @@ TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sy
                        }};
   const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
   sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  int rounds = 0;
-  do {
+  const int rounds = rounds_until([&] {
     reader = nullptr;
     go = false;
     sa_test::Pipe p;
@@ -224,8 +282,8 @@ TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sy
     });
     shim = nullptr;
     releaser.join();
-    ++rounds;
-  } while (boosts_seen == 0 && std::chrono::steady_clock::now() < until);
+    return boosts_seen != 0;
+  });
   INFO(rounds << " rounds; runner boosts " << boosts_seen << "; handoffs by sysmon "
               << rt.stats().shim.handoffs_by_sysmon);
   CHECK(sa_test::fiber_failures() == 0);
@@ -306,10 +364,8 @@ TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the m
   const int cpu = rt.stats().vprocs[0].cpu;
   REQUIRE(cpu >= 0);
   sa_hogs::CpuHogs hogs{1, {cpu}};
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  int rounds = 0;
   sa::ShimStats s;
-  do {
+  const int rounds = rounds_until([&] {
     long got = 0;
     rt.run([&] {
       got = deadlock_scenario(1, /*annotate=*/true);
@@ -317,9 +373,9 @@ TEST_CASE("beside a CPU hog on its CPU, a processor's stream goes live and the m
       sa_test::busy_for(2ms);
     });
     REQUIRE(got == 9);
-    ++rounds;
     s = rt.stats().shim;
-  } while ((s.contended_spells == 0 || s.handoffs_by_monitor == 0) && std::chrono::steady_clock::now() < until);
+    return s.contended_spells != 0 && s.handoffs_by_monitor != 0;
+  });
   hogs.stop();
   INFO(rounds << " rounds; contended spells " << s.contended_spells << "; handoffs by runner "
               << s.handoffs_by_runner << ", monitor " << s.handoffs_by_monitor << ", sysmon "
