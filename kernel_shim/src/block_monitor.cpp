@@ -267,6 +267,7 @@ void BlockMonitor::lift() noexcept {
   if (lifted_) return;
   sched_param normal{};
   lifted_ = ::sched_setscheduler(0, SCHED_OTHER, &normal) == 0;
+  if (lifted_) n_lifts_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void BlockMonitor::scan_fallback() noexcept {
@@ -542,8 +543,7 @@ void BlockMonitor::run() noexcept {
     // while some activation runs (the shim kicks us when one starts to).
     // With perf, records wake us; the sysmon sweeps for the ones we miss.
     bool in_call = !pending_.empty() || blocks_left;
-    if (!perf()) lift();  // the pool's lock
-    if (!perf())
+    if (!perf())  // (lock-free: no lift needed)
       shim_.for_each_activation([&](Activation& a) {
         const ActivationState st = a.state();
         in_call |= st == ActivationState::InCall || st == ActivationState::User || st == ActivationState::Lost ||

@@ -923,6 +923,7 @@ ShimStats Shim::stats() const {
   s.contended_spells = n_contended_.load(std::memory_order_relaxed);
   for (const auto& r : runners_) s.runner_boosts += r->boosts.load(std::memory_order_relaxed);
   s.records_swept = monitor_ ? monitor_->swept() : 0;
+  s.monitor_lifts = monitor_ ? monitor_->lifts() : 0;
   PoolLock g(lock_);
   s.activations_started = static_cast<int>(all_.size());
   for (const auto& a : all_) {

@@ -132,7 +132,8 @@ Stats Runtime::stats() const {
                      .handoffs_by_fault_server = k.handoffs_by_fault_server,
                      .handoffs_by_runner = k.handoffs_by_runner,
                      .contended_spells = k.contended_spells,
-                     .runner_boosts = k.runner_boosts};
+                     .runner_boosts = k.runner_boosts,
+                     .monitor_lifts = k.monitor_lifts};
   s.fibers_spawned = core_->spawned_fibers();
   s.fibers_live = core_->live_fibers();
   return s;

@@ -70,6 +70,26 @@ bool all_in_class_soon(const std::string& prefix, int policy) {
   }
 }
 
+// voluntary_switches() sums voluntary_ctxt_switches (/proc/self/task/*/status)
+// over the threads whose name starts with `prefix`: each wait of theirs.
+long voluntary_switches(const std::string& prefix) {
+  long total = 0;
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream status(std::string("/proc/self/task/") + e->d_name + "/status");
+    std::string line;
+    bool ours = false;
+    while (std::getline(status, line)) {
+      if (line.rfind("Name:", 0) == 0) ours = line.find(prefix) != std::string::npos;
+      if (ours && line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stol(line.substr(24));
+    }
+  }
+  ::closedir(d);
+  return total;
+}
+
 // rounds_until() runs `round` until it returns true, for at most 10 s,
 // and returns how many rounds it ran. These tests repeat their scenario
 // until the helper they look at (a runner, or the monitor) did the work.
@@ -350,6 +370,37 @@ TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as 
   CHECK(s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
   // The monitor waits in the idle class (it works at normal class, so that
   // it never holds a lock where a CPU-bound thread would starve it).
+  CHECK(all_in_class_soon("sa-monitor", SCHED_IDLE));
+}
+
+TEST_CASE("without perf records the monitor polls at the idle class and lifts itself only to hand off") {
+  // The fallback monitor looks at every activation each 50 µs while one
+  // runs. It must do that without a lock (an idle-class thread holding one
+  // would stall its other users beside a CPU-bound thread) and so without
+  // lifting itself to normal class, which cost two sched_setscheduler
+  // calls per look. One VProc computes; the monitor polls on the other
+  // CPU (ctest runs this file alone).
+  sa_test::Watchdog wd{30s, "fallback monitor at the idle class"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on, .use_perf = false}};
+  long polls = 0;
+  rt.run([&] {
+    const long before = voluntary_switches("sa-monitor");
+    sa_test::busy_for(100ms);  // no block: nothing to hand off
+    polls = voluntary_switches("sa-monitor") - before;
+  });
+  const uint64_t lifts_busy = rt.stats().shim.monitor_lifts;
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(1, /*annotate=*/true); });
+  const sa::ShimStats s = rt.stats().shim;
+  INFO("monitor waits while the fiber computed " << polls << ", lifts then " << lifts_busy << ", after the blocks "
+                                                 << s.monitor_lifts << "; handoffs by monitor "
+                                                 << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK_FALSE(s.perf);
+  CHECK(polls >= 100);  // it did poll (every 50 µs: about 2000)
+  CHECK(lifts_busy == 0);
+  CHECK(got == 9);
+  CHECK(s.handoffs_by_monitor >= 1);
+  CHECK(s.monitor_lifts >= 1);  // to hand off
   CHECK(all_in_class_soon("sa-monitor", SCHED_IDLE));
 }
 

@@ -113,6 +113,7 @@ struct ShimStats {
   uint64_t handoffs_by_runner = 0;        // the idle runner of the CPU the block vacated
   uint64_t contended_spells = 0;  // times a CPU turned contended: its runner stood down for the monitor
   uint64_t runner_boosts = 0;     // idle runners the sysmon lifted to normal class: starved inside a handoff
+  uint64_t monitor_lifts = 0;     // times the monitor (idle class) lifted itself to normal class to hand off
 };
 
 struct Stats {

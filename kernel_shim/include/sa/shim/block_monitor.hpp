@@ -86,6 +86,8 @@ class BlockMonitor {
   bool perf() const noexcept { return perf_.load(std::memory_order_relaxed); }
   // swept() counts rings found holding records that no wake-up announced.
   uint64_t swept() const noexcept { return n_swept_.load(std::memory_order_relaxed); }
+  // lifts() counts the monitor's lifts of itself to normal class (lift()).
+  uint64_t lifts() const noexcept { return n_lifts_.load(std::memory_order_relaxed); }
 
  private:
   struct Watch;
@@ -146,6 +148,7 @@ class BlockMonitor {
   std::vector<std::unique_ptr<Watch>> watches_;
   bool dirty_ = true;
   std::atomic<uint64_t> n_swept_{0};
+  std::atomic<uint64_t> n_lifts_{0};
   std::atomic<bool> asleep_unarmed_{false};  // the sysmon sleeps without its timer
   std::atomic<uint32_t> sysmon_word_{0};      // futex: bumped to wake the sysmon
   bool sweep_only_ = false;  // SA_MONITOR_SWEEP_ONLY (fixed before the thread starts)

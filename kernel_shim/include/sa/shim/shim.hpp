@@ -365,6 +365,7 @@ struct ShimStats {
   uint64_t handoffs_by_runner = 0;  // the idle runner of the blocked CPU (design (i))
   uint64_t contended_spells = 0;    // times a runner's CPU turned contended (its streams went live)
   uint64_t runner_boosts = 0;       // runners lifted by the sysmon: starved inside a handoff
+  uint64_t monitor_lifts = 0;       // the monitor's lifts of itself to normal class, to hand off
 };
 
 class BlockMonitor;
@@ -564,11 +565,14 @@ class Shim {
   // processors pinned to `cpu` live (true) or back to their runner, and
   // syncs the activations running them now.
   void set_cpu_contended(int cpu, bool contended) noexcept;
-  // for_each_activation() visits every started activation (under a lock).
+  // for_each_activation() visits every started activation, without a lock
+  // (the monitor calls it at the idle class, where it must hold none):
+  // activations are published in slots_ once started and freed only by
+  // stop(), after the monitor has stopped.
   template <class F>
   void for_each_activation(F f) const {
-    PoolLock g(lock_);
-    for (const auto& a : all_) f(*a);
+    const int n = n_slots_.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) f(*slots_[static_cast<size_t>(i)].load(std::memory_order_acquire));
   }
 
  private:
