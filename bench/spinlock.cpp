@@ -35,6 +35,10 @@
 //                     share of the CPUs it got beside the hogs (the kernel
 //                     shares a CPU per thread: W threads per CPU take more
 //                     of it than sa's one activation per CPU, I1)
+//   preempted_per_s, recoveries_per_s, donations_per_s (sa_spinlock only):
+//                     kernel preemptions of its activations seen, waiters
+//                     that stopped spinning on a holder off its CPU, and
+//                     those that gave the holder their CPU, per second
 // For experiments, two environment variables narrow the run (the ratios
 // need sa_spinlock, pthread_mutex, the naive locks and no_lock):
 //   SA_SPINLOCK_SYSTEMS=sa_spinlock,pthread_mutex   only these systems
@@ -90,6 +94,11 @@ struct Result {
   double cpu_ns_per_acq = 0;  // process CPU time / acquisitions
   long counter = 0;
   long acquisitions = 0;
+  // sa systems with the shim on (Stats): per second of the run.
+  bool shim_counts = false;
+  double preempted_per_s = 0;   // processor_preempted notices
+  double recoveries_per_s = 0;  // waiters that stopped spinning on a holder off its CPU
+  double donations_per_s = 0;   // ... and gave it their CPU
 };
 
 // Per-worker record: latencies of its acquisitions, in ns.
@@ -244,7 +253,15 @@ Result run_fibers(const std::string& system, int per_cpu, double secs) {
     elapsed = double(now_ns() - start) / 1e9;
     cpu = cpu_seconds() - cpu0;
   });
-  return summarise(ws, counter, elapsed, cpu);
+  Result r = summarise(ws, counter, elapsed, cpu);
+  if (shim_on && system == "sa_spinlock") {
+    const sa::VProcStats t = rt.stats().total();
+    r.shim_counts = true;
+    r.preempted_per_s = double(t.preemptions) / elapsed;
+    r.recoveries_per_s = double(t.spin_recoveries) / elapsed;
+    r.donations_per_s = double(t.spin_donations) / elapsed;
+  }
+  return r;
 }
 
 // in_child() runs one (system, hogs) measurement in a forked child, with the
@@ -331,6 +348,11 @@ int main(int argc, char** argv) {
         report(kBench, system + suffix, "p99_acquire_us", med(k, [](const Result& r) { return r.p99_us; }), "us");
         report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, c - base_cpu_ns), "ns");
         report(kBench, system + suffix, "cpus_used", med(k, [](const Result& r) { return r.acq_per_s * r.cpu_ns_per_acq / 1e9; }), "cpus");
+        if (runs[i].front().shim_counts) {
+          report(kBench, system + suffix, "preempted_per_s", med(k, [](const Result& r) { return r.preempted_per_s; }), "1/s");
+          report(kBench, system + suffix, "recoveries_per_s", med(k, [](const Result& r) { return r.recoveries_per_s; }), "1/s");
+          report(kBench, system + suffix, "donations_per_s", med(k, [](const Result& r) { return r.donations_per_s; }), "1/s");
+        }
       }
       if (hogs != 2) continue;
       // Ratios: the median over repetitions of each repetition's ratio.
