@@ -58,6 +58,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <pthread.h>
 #include <sa/sa.hpp>
 #include <sched.h>
@@ -228,7 +229,9 @@ Result run_fibers(const std::string& system, int per_cpu, double secs) {
   std::vector<Worker> ws(static_cast<size_t>(n));
   for (auto& w : ws) w.lat.reserve(1'000'000);
   double cpu = 0, elapsed = 0;
+  sa::VProcStats at_start;  // the counters when the workers start
   rt.run([&] {
+    at_start = rt.stats().total();
     const double cpu0 = cpu_seconds();
     const int64_t start = now_ns();
     const int64_t stop_at = start + static_cast<int64_t>(secs * 1e9);
@@ -257,9 +260,9 @@ Result run_fibers(const std::string& system, int per_cpu, double secs) {
   if (shim_on && system == "sa_spinlock") {
     const sa::VProcStats t = rt.stats().total();
     r.shim_counts = true;
-    r.preempted_per_s = double(t.preemptions) / elapsed;
-    r.recoveries_per_s = double(t.spin_recoveries) / elapsed;
-    r.donations_per_s = double(t.spin_donations) / elapsed;
+    r.preempted_per_s = double(t.preemptions - at_start.preemptions) / elapsed;
+    r.recoveries_per_s = double(t.spin_recoveries - at_start.spin_recoveries) / elapsed;
+    r.donations_per_s = double(t.spin_donations - at_start.spin_donations) / elapsed;
   }
   return r;
 }
@@ -358,25 +361,37 @@ int main(int argc, char** argv) {
       // Ratios: the median over repetitions of each repetition's ratio.
       const int sa = index_of("sa_spinlock");
       if (sa < 0) continue;
-      auto paired = [&](int other, auto value) {
+      // paired() is that median for value(result, repetition), or nothing
+      // when no repetition gives `other` a positive value.
+      auto paired = [&](int other, auto value) -> std::optional<double> {
         std::vector<double> v;
-        for (int rep = 0; rep < args.reps; ++rep) {
-          const double d = value(runs[static_cast<size_t>(other)][static_cast<size_t>(rep)]);
-          if (d > 0) v.push_back(value(runs[static_cast<size_t>(sa)][static_cast<size_t>(rep)]) / d);
+        for (size_t rep = 0; rep < static_cast<size_t>(args.reps); ++rep) {
+          const double d = value(runs[static_cast<size_t>(other)][rep], rep);
+          if (d > 0) v.push_back(value(runs[static_cast<size_t>(sa)][rep], rep) / d);
         }
-        return v.empty() ? 0.0 : median(v);
+        if (v.empty()) return std::nullopt;
+        return median(v);
       };
-      const auto wasted = [&](const Result& r) { return std::max(0.0, r.cpu_ns_per_acq - base_cpu_ns); };
-      const auto per_cpu_s = [](const Result& r) { return r.cpu_ns_per_acq > 0 ? 1e9 / r.cpu_ns_per_acq : 0.0; };
+      auto report_ratio = [&](const std::string& metric, std::optional<double> ratio) {
+        if (ratio) report(kBench, "sa_spinlock" + suffix, metric, *ratio, "x");
+      };
+      const auto acq_of = [](const Result& r, size_t) { return r.acq_per_s; };
+      const auto per_cpu_s = [](const Result& r, size_t) {
+        return r.cpu_ns_per_acq > 0 ? 1e9 / r.cpu_ns_per_acq : 0.0;
+      };
+      // Wasted CPU against the same repetition's no_lock run.
+      const auto wasted = [&](const Result& r, size_t rep) {
+        return std::max(0.0, r.cpu_ns_per_acq - runs[static_cast<size_t>(base)][rep].cpu_ns_per_acq);
+      };
       if (const int pm = index_of("pthread_mutex"); pm >= 0) {
-        report(kBench, "sa_spinlock" + suffix, "speedup_vs_pthread_mutex", paired(pm, acq), "x");
-        report(kBench, "sa_spinlock" + suffix, "acq_per_cpu_s_vs_pthread_mutex", paired(pm, per_cpu_s), "x");
+        report_ratio("speedup_vs_pthread_mutex", paired(pm, acq_of));
+        report_ratio("acq_per_cpu_s_vs_pthread_mutex", paired(pm, per_cpu_s));
       }
       for (const std::string naive_name : {"naive_tas", "naive_tas_mn"}) {
         const int naive = index_of(naive_name);
         if (naive < 0) continue;
-        report(kBench, "sa_spinlock" + suffix, "speedup_vs_" + naive_name, paired(naive, acq), "x");
-        if (base >= 0) report(kBench, "sa_spinlock" + suffix, "wasted_vs_" + naive_name, paired(naive, wasted), "x");
+        report_ratio("speedup_vs_" + naive_name, paired(naive, acq_of));
+        if (base >= 0) report_ratio("wasted_vs_" + naive_name, paired(naive, wasted));
       }
     }
   return 0;

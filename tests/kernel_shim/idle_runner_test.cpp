@@ -373,30 +373,49 @@ TEST_CASE("with SA_IDLE_RUNNERS=0 no runner starts and the monitor hands off as 
   CHECK(all_in_class_soon("sa-monitor", SCHED_IDLE));
 }
 
-TEST_CASE("without perf records the monitor polls at the idle class and lifts itself only to hand off") {
+TEST_CASE("without perf records the monitor polls at the idle class, without the pool lock, and lifts itself only to hand off") {
   // The fallback monitor looks at every activation each 50 µs while one
   // runs. It must do that without a lock (an idle-class thread holding one
   // would stall its other users beside a CPU-bound thread) and so without
   // lifting itself to normal class, which cost two sched_setscheduler
-  // calls per look. One VProc computes; the monitor polls on the other
-  // CPU (ctest runs this file alone).
+  // calls per look. One VProc computes for 100 ms while a test thread holds
+  // the pool lock; the monitor polls on the other CPU meanwhile, in its idle
+  // time (600-800 looks in 100 ms on a quiet machine; ctest runs this file
+  // alone), so rounds repeat, within a bound, until it has looked 50 times.
   sa_test::Watchdog wd{30s, "fallback monitor at the idle class"};
   sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on, .use_perf = false}};
   long polls = 0;
-  rt.run([&] {
-    const long before = voluntary_switches("sa-monitor");
-    sa_test::busy_for(100ms);  // no block: nothing to hand off
-    polls = voluntary_switches("sa-monitor") - before;
+  const int rounds = rounds_until([&] {
+    std::atomic<sa::shim::Shim*> shim{nullptr};
+    std::atomic<bool> locked{false}, done{false};
+    // Started outside the runtime: its creation and join are no blocks of ours.
+    std::thread locker([&] {
+      while (!shim) std::this_thread::yield();
+      std::lock_guard g(sa::shim::ShimTestAccess::pool_lock(*shim));
+      locked = true;
+      while (!done) std::this_thread::sleep_for(1ms);
+    });
+    rt.run([&] {
+      shim = &sa::detail::current_vproc()->core.shim();
+      while (!locked) {
+      }
+      const long before = voluntary_switches("sa-monitor");
+      sa_test::busy_for(100ms);  // no block: nothing to hand off
+      polls += voluntary_switches("sa-monitor") - before;
+      done = true;
+    });
+    locker.join();
+    return polls >= 50;
   });
   const uint64_t lifts_busy = rt.stats().shim.monitor_lifts;
   long got = 0;
   rt.run([&] { got = deadlock_scenario(1, /*annotate=*/true); });
   const sa::ShimStats s = rt.stats().shim;
-  INFO("monitor waits while the fiber computed " << polls << ", lifts then " << lifts_busy << ", after the blocks "
-                                                 << s.monitor_lifts << "; handoffs by monitor "
-                                                 << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  INFO(rounds << " rounds; monitor waits while the fiber computed under the pool lock " << polls << ", lifts then "
+              << lifts_busy << ", after the blocks " << s.monitor_lifts << "; handoffs by monitor "
+              << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
   CHECK_FALSE(s.perf);
-  CHECK(polls >= 100);  // it did poll (every 50 µs: about 2000)
+  CHECK(polls >= 50);  // it polled, the pool lock held by another thread
   CHECK(lifts_busy == 0);
   CHECK(got == 9);
   CHECK(s.handoffs_by_monitor >= 1);

@@ -85,8 +85,9 @@ TEST_CASE("holder() names the fiber holding the lock") {
 TEST_CASE("kernel threads outside the runtime and fibers share a Spinlock") {
   // A thread outside the runtime has no activation: its lock word names
   // none, and waiters read its state as Unknown (they spin, then yield).
+  const sa::ShimMode mode = GENERATE(sa::ShimMode::off, sa::ShimMode::on);
   sa_test::Watchdog wd{30s, "spinlock shared with threads"};
-  sa::Runtime rt{{.vprocs = 2}};
+  sa::Runtime rt{{.vprocs = 2, .shim = mode}};
   sa::Spinlock sl;
   long counter = 0;
   constexpr int kEach = 20'000;

@@ -566,9 +566,10 @@ class Shim {
   // syncs the activations running them now.
   void set_cpu_contended(int cpu, bool contended) noexcept;
   // for_each_activation() visits every started activation, without a lock
-  // (the monitor calls it at the idle class, where it must hold none):
-  // activations are published in slots_ once started and freed only by
-  // stop(), after the monitor has stopped.
+  // (the monitor calls it at the idle class, where it must hold none). For
+  // the monitor thread, or any caller that stop() cannot race: activations
+  // are published in slots_ once started and freed only by stop(), after it
+  // has stopped the monitor.
   template <class F>
   void for_each_activation(F f) const {
     const int n = n_slots_.load(std::memory_order_acquire);
