@@ -16,8 +16,9 @@
 //     lock, one to release it, one cache line. (The first version kept the
 //     holder in two more fields beside the flag word; their stores on every
 //     acquisition pulled the line back from the spinning waiters: without
-//     hogs, 1.0-1.3 M acquisitions/s against 1.3-2.2 M now, as many as a
-//     naive TAS lock; bench/run spinlock.) With ShimMode::on every
+//     hogs, +11-16% in the host's fast mode and +21-30% in its slow one, now as
+//     many acquisitions as a naive TAS lock; bench/results/
+//     spinlock-lock-word.md.) With ShimMode::on every
 //     activation's on-CPU state is a word the kernel keeps
 //     (shim/run_state.hpp); a waiter reads it with a few loads, the way a
 //     paravirtualised guest's spinlock reads vcpu_is_preempted().
