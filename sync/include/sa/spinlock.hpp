@@ -15,10 +15,10 @@
 //     unlock() from the word it swaps out: one atomic operation to take the
 //     lock, one to release it, one cache line. (The first version kept the
 //     holder in two more fields beside the flag word; their stores on every
-//     acquisition pulled the line back from the spinning waiters: without
-//     hogs, +11-16% in the host's fast mode and +21-30% in its slow one, now as
-//     many acquisitions as a naive TAS lock; bench/results/
-//     spinlock-lock-word.md.) With ShimMode::on every
+//     acquisition pulled the line back from the spinning waiters. Without
+//     hogs the change gained 11-16% in the host's fast mode and 21-30% in
+//     its slow one: as many acquisitions as a naive TAS lock now
+//     (bench/results/spinlock-lock-word.md).) With ShimMode::on every
 //     activation's on-CPU state is a word the kernel keeps
 //     (shim/run_state.hpp); a waiter reads it with a few loads, the way a
 //     paravirtualised guest's spinlock reads vcpu_is_preempted().
