@@ -350,11 +350,15 @@ int main(int argc, char** argv) {
         report(kBench, system + suffix, "acq_per_s", a, "1/s");
         report(kBench, system + suffix, "p99_acquire_us", med(k, [](const Result& r) { return r.p99_us; }), "us");
         report(kBench, system + suffix, "wasted_ns_per_acq", std::max(0.0, c - base_cpu_ns), "ns");
-        report(kBench, system + suffix, "cpus_used", med(k, [](const Result& r) { return r.acq_per_s * r.cpu_ns_per_acq / 1e9; }), "cpus");
+        const auto cpus = [](const Result& r) { return r.acq_per_s * r.cpu_ns_per_acq / 1e9; };
+        report(kBench, system + suffix, "cpus_used", med(k, cpus), "cpus");
         if (runs[i].front().shim_counts) {
-          report(kBench, system + suffix, "preempted_per_s", med(k, [](const Result& r) { return r.preempted_per_s; }), "1/s");
-          report(kBench, system + suffix, "recoveries_per_s", med(k, [](const Result& r) { return r.recoveries_per_s; }), "1/s");
-          report(kBench, system + suffix, "donations_per_s", med(k, [](const Result& r) { return r.donations_per_s; }), "1/s");
+          const auto preempted = [](const Result& r) { return r.preempted_per_s; };
+          const auto recoveries = [](const Result& r) { return r.recoveries_per_s; };
+          const auto donations = [](const Result& r) { return r.donations_per_s; };
+          report(kBench, system + suffix, "preempted_per_s", med(k, preempted), "1/s");
+          report(kBench, system + suffix, "recoveries_per_s", med(k, recoveries), "1/s");
+          report(kBench, system + suffix, "donations_per_s", med(k, donations), "1/s");
         }
       }
       if (hogs != 2) continue;
