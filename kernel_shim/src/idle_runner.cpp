@@ -3,7 +3,10 @@
 #include <sa/shim/block_monitor.hpp>
 #include <sa/shim/shim.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -63,8 +66,13 @@ void Shim::stop_runners() noexcept {
     if (r->thread.joinable()) r->thread.join();
 }
 
-bool Shim::runner_pass(Runner& r, std::vector<Tried>& tried) noexcept {
-  bool busy = false;
+Shim::RunnerLook Shim::runner_pass(Runner& r, std::vector<Tried>& tried) noexcept {
+  bool busy = false, asleep = false;
+  int64_t now = 0;  // read once, and only if an owner sleeps where we leave it
+  const auto long_asleep = [&](int64_t since) {
+    if (now == 0) now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+    return now - since >= kRunnerNapAfterNs;
+  };
   const int n = n_slots_.load(std::memory_order_acquire);
   if (tried.size() < static_cast<size_t>(n)) tried.resize(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
@@ -75,20 +83,31 @@ bool Shim::runner_pass(Runner& r, std::vector<Tried>& tried) noexcept {
     if (vp < 0 || vp >= options_.processors || runner_of_vp_[static_cast<size_t>(vp)] != &r ||
         stream_live_for(vp))
       continue;
-    busy = true;
-    if (st == ActivationState::Running) continue;  // runtime code: never handed off
-    // The kernel's own record of its last switch (run_state.hpp): asleep,
-    // not preempted. Each block is tried until a handoff() takes it, or
-    // kMaxTries times while the pool has no spare (a new one is starting,
-    // or the limit is reached): then the sysmon's sweep retries it.
-    Tried& t = tried[static_cast<size_t>(i)];
+    // The kernel's own record of its last switch (run_state.hpp).
     int64_t since = 0;
-    if (a.cpu_state(&since) != CpuState::Sleeping || (since == t.since && t.done)) continue;
+    const CpuState cs = a.cpu_state(&since);
+    if (st == ActivationState::Running) {  // runtime code: never handed off
+      (cs == CpuState::Sleeping && long_asleep(since) ? asleep : busy) = true;
+      continue;
+    }
+    // Asleep, not preempted: a block. Each is tried until a handoff() takes
+    // it, or kMaxTries times while the pool has no spare (a new one is
+    // starting, or the limit is reached): then the sysmon's sweep retries it.
+    Tried& t = tried[static_cast<size_t>(i)];
+    if (cs != CpuState::Sleeping) {
+      busy = true;
+      continue;
+    }
+    if (since == t.since && t.done) {
+      (long_asleep(since) ? asleep : busy) = true;
+      continue;
+    }
+    busy = true;
     if (st == ActivationState::InCall && since < a.call_started_ns.load(std::memory_order_relaxed)) continue;
     if (since != t.since) t = Tried{since, 0, false};
     t.done = handoff(a, since, HandoffBy::runner) || ++t.tries >= kMaxTries;
   }
-  return busy;
+  return busy ? RunnerLook::busy : asleep ? RunnerLook::asleep : RunnerLook::idle;
 }
 
 void Shim::run_runner(Runner& r) noexcept {
@@ -121,24 +140,38 @@ void Shim::run_runner(Runner& r) noexcept {
     }
   };
   std::vector<Tried> tried;
+  int64_t nap_ns = 0;
   while (!stopping_.load(std::memory_order_seq_cst)) {
     drop_boost();
     // perf refused (the first activation found out): no run-state words,
     // nothing to watch. Left armed, arm_runner() never calls in vain.
     if (!monitor_->perf()) return;
-    if (runner_pass(r, tried)) {
+    const RunnerLook look = runner_pass(r, tried);
+    if (look == RunnerLook::busy) {
       // A processor of ours is busy: stay runnable. The kernel runs us only
       // when its activation leaves the CPU (SCHED_IDLE, beside a nice-0
       // thread, gets about 0.3% of a CPU when that one never sleeps).
+      nap_ns = 0;
       ::sched_yield();
       continue;
     }
+    if (look == RunnerLook::asleep) {
+      // Its owner sleeps where we leave it: nothing else wants this CPU, so
+      // a sched_yield loop would spin on it. Nap and look again; a block of
+      // fiber code after the owner wakes waits for our next look or the
+      // sysmon's sweep (which then marks the CPU contended for a while).
+      nap_ns = std::min<int64_t>(nap_ns == 0 ? kRunnerNapAfterNs : 2 * nap_ns, 1'000'000);
+      const timespec nap{0, static_cast<long>(nap_ns)};
+      ::nanosleep(&nap, nullptr);
+      continue;
+    }
+    nap_ns = 0;
     // None busy (idle, in the pool, blocked and handed off): sleep until an
     // activation takes one of our processors (arm_runner). seq_cst fence:
     // the word's clearing before our second look at the states.
     r.armed.store(0, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (stopping_.load(std::memory_order_seq_cst) || runner_pass(r, tried)) {
+    if (stopping_.load(std::memory_order_seq_cst) || runner_pass(r, tried) != RunnerLook::idle) {
       r.armed.store(1, std::memory_order_relaxed);
       continue;
     }

@@ -90,6 +90,29 @@ long voluntary_switches(const std::string& prefix) {
   return total;
 }
 
+// cpu_ticks() sums utime + stime (/proc/self/task/*/stat, fields 14 and 15,
+// in clock ticks) over the threads whose name starts with `prefix`.
+long cpu_ticks(const std::string& prefix) {
+  long total = 0;
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream stat(std::string("/proc/self/task/") + e->d_name + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    if (line.compare(open + 1, prefix.size(), prefix) != 0) continue;
+    std::istringstream rest(line.substr(close + 2));  // field 3 on
+    std::string field;
+    for (int i = 3; i <= 15 && rest >> field; ++i)
+      if (i >= 14) total += std::stol(field);
+  }
+  ::closedir(d);
+  return total;
+}
+
 // rounds_until() runs `round` until it returns true, for at most 10 s,
 // and returns how many rounds it ran. These tests repeat their scenario
 // until the helper they look at (a runner, or the monitor) did the work.
@@ -244,6 +267,39 @@ TEST_CASE("after a runner's handoff the Lost activation's stream is live, so its
   CHECK(sa_test::fiber_failures() == 0);
   CHECK(by_runner >= 1);
   CHECK(lost_paused == 0);
+}
+
+TEST_CASE("a runner naps while its processor's activation sleeps in runtime code, and hands off after") {
+  // A fiber holding an sa::Spinlock runs as runtime code: a block there
+  // keeps its VProc, and the runner leaves it. Its sched_yield loop was
+  // then the only thing on that CPU and burnt it for the whole sleep; now
+  // it naps. Once the fiber is back in its own code, its next block is
+  // handed off as usual.
+  sa_test::Watchdog wd{30s, "runner nap"};
+  const sa_test::ScopedEnv on{"SA_IDLE_RUNNERS", "1"};
+  sa::Runtime rt{{.vprocs = 1, .shim = sa::ShimMode::on}};
+  long runner_ticks = -1;
+  rt.run([&] {
+    sa::Spinlock sl;
+    const long t0 = cpu_ticks("sa-run");
+    {
+      std::lock_guard g(sl);
+      ::usleep(300'000);  // asleep in runtime code: the runner leaves it
+    }
+    runner_ticks = cpu_ticks("sa-run") - t0;
+  });
+  long got = 0;
+  rt.run([&] { got = deadlock_scenario(1, /*annotate=*/false); });
+  const sa::ShimStats s = rt.stats().shim;
+  INFO("runners' CPU during the 300 ms sleep: " << runner_ticks << " ticks of " << ::sysconf(_SC_CLK_TCK)
+                                                << "/s; handoffs by runner " << s.handoffs_by_runner << ", monitor "
+                                                << s.handoffs_by_monitor << ", sysmon " << s.handoffs_by_sysmon);
+  CHECK(sa_test::fiber_failures() == 0);
+  REQUIRE(s.perf);
+  CHECK(runner_ticks >= 0);
+  CHECK(runner_ticks * 10 < ::sysconf(_SC_CLK_TCK));  // under 0.1 s; spinning: the whole 0.3 s
+  CHECK(got == 9);
+  CHECK(s.handoffs_by_runner + s.handoffs_by_monitor + s.handoffs_by_sysmon >= 1);
 }
 
 TEST_CASE("a runner starved inside a handoff is lifted to normal class by the sysmon, then drops back") {

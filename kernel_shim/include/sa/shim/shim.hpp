@@ -175,7 +175,13 @@
 //     activation, never runs user code, so not counted by I1), SCHED_IDLE,
 //     pinned there, runnable (sched_yield in a loop) while an activation
 //     owns one of its processors, asleep on a futex otherwise (arm_runner()
-//     wakes it when one starts to own one). The kernel switches to it the
+//     wakes it when one starts to own one). An owner asleep in the kernel
+//     where the runner leaves it (runtime code: an sa::Spinlock's holder,
+//     a runtime lock's waiter; or a block the pool had no spare for) for
+//     200 µs makes it nap instead, 200 µs doubling to 1 ms between looks:
+//     its sched_yield loop was the only thing on that CPU, and burnt it
+//     (and the process's CPU time: 0.3 s of a 0.3 s sleep under a
+//     Spinlock). The kernel switches to it the
 //     moment that activation blocks, with no wake-up. It reads the
 //     activation's run-state word: Sleeping while InCall or User is a block,
 //     and it calls handoff() itself, which wakes a spare on that CPU (one
@@ -677,19 +683,25 @@ class Shim {
   };
   void stop_runners() noexcept;
   void run_runner(Runner& r) noexcept;
-  // A runner's look at its CPU's activations: hands off the blocked ones;
-  // false if none of them owns a processor that the runner watches (the
-  // runner may sleep). It stands down on a contended CPU: there it would
-  // get a CPU only in scraps, and a scrap may end while it holds the pool
-  // lock, which the monitor then waits for (a SCHED_IDLE holder beside a
-  // hog: up to tens of ms).
+  // A runner's look at its CPU's activations: hands off the blocked ones,
+  // and says what the runner does next (RunnerLook). It stands down on a
+  // contended CPU: there it would get a CPU only in scraps, and a scrap may
+  // end while it holds the pool lock, which the monitor then waits for (a
+  // SCHED_IDLE holder beside a hog: up to tens of ms).
   struct Tried {  // a runner's handoff tries of one activation's last block
     int64_t since = 0;
     int tries = 0;
     bool done = false;
   };
   static constexpr int kMaxTries = 64;
-  bool runner_pass(Runner& r, std::vector<Tried>& tried) noexcept;
+  enum class RunnerLook {
+    idle,    // none of its CPU's activations owns a processor it watches: sleep until arm_runner()
+    busy,    // one does, on a CPU or preempted (or just blocked): stay runnable
+    asleep,  // the only ones that do have slept in the kernel for kRunnerNapAfterNs where the
+             // runner leaves them (runtime code, or a block the pool had no spare for): nap
+  };
+  static constexpr int64_t kRunnerNapAfterNs = 200'000;
+  RunnerLook runner_pass(Runner& r, std::vector<Tried>& tried) noexcept;
  public:
   // arm_runner(vp) wakes the runner of `vp`'s CPU if it sleeps; called by an
   // activation that starts to own `vp` (after its state says so). One load
