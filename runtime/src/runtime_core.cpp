@@ -145,7 +145,7 @@ void RuntimeCore::processor_preempted(int vp, shim::Activation&) noexcept {
   // notice, which comes a sweep late: its waiters read the holder's
   // run-state word themselves (sync/include/sa/spinlock.hpp). Most notices
   // without CPU hogs are the sysmon's own wake-ups (about 900/s with two
-  // busy processors: bench/results/monitor-fallback.md).
+  // busy processors: bench/results/idle-helpers-session17.md).
   vproc(vp).counters.preemptions.fetch_add(1, std::memory_order_relaxed);
 }
 
