@@ -32,10 +32,10 @@ using sa_test::deadlock_scenario;
 
 namespace {
 
-// policies() is the scheduling policy (/proc/self/task/*/stat, field 41)
-// of each thread whose name starts with `prefix`.
-std::vector<int> policies(const std::string& prefix) {
-  std::vector<int> out;
+// task_stats() is /proc/self/task/*/stat of each thread whose name starts
+// with `prefix`, split into fields; stat field k is at index k - 3.
+std::vector<std::vector<std::string>> task_stats(const std::string& prefix) {
+  std::vector<std::vector<std::string>> out;
   DIR* d = ::opendir("/proc/self/task");
   if (!d) return out;
   while (dirent* e = ::readdir(d)) {
@@ -47,11 +47,19 @@ std::vector<int> policies(const std::string& prefix) {
     if (open == std::string::npos || close == std::string::npos) continue;
     if (line.compare(open + 1, prefix.size(), prefix) != 0) continue;
     std::istringstream rest(line.substr(close + 2));  // field 3 on
-    std::string field;
-    for (int i = 3; i <= 41 && rest >> field; ++i)
-      if (i == 41) out.push_back(std::stoi(field));
+    out.emplace_back();
+    for (std::string field; rest >> field;) out.back().push_back(field);
   }
   ::closedir(d);
+  return out;
+}
+
+// policies() is the scheduling policy (stat field 41) of each thread whose
+// name starts with `prefix`.
+std::vector<int> policies(const std::string& prefix) {
+  std::vector<int> out;
+  for (const auto& f : task_stats(prefix))
+    if (f.size() > 41 - 3) out.push_back(std::stoi(f[41 - 3]));
   return out;
 }
 
@@ -90,26 +98,12 @@ long voluntary_switches(const std::string& prefix) {
   return total;
 }
 
-// cpu_ticks() sums utime + stime (/proc/self/task/*/stat, fields 14 and 15,
-// in clock ticks) over the threads whose name starts with `prefix`.
+// cpu_ticks() sums utime + stime (stat fields 14 and 15, in clock ticks)
+// over the threads whose name starts with `prefix`.
 long cpu_ticks(const std::string& prefix) {
   long total = 0;
-  DIR* d = ::opendir("/proc/self/task");
-  if (!d) return -1;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream stat(std::string("/proc/self/task/") + e->d_name + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto open = line.find('('), close = line.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    if (line.compare(open + 1, prefix.size(), prefix) != 0) continue;
-    std::istringstream rest(line.substr(close + 2));  // field 3 on
-    std::string field;
-    for (int i = 3; i <= 15 && rest >> field; ++i)
-      if (i >= 14) total += std::stol(field);
-  }
-  ::closedir(d);
+  for (const auto& f : task_stats(prefix))
+    if (f.size() > 15 - 3) total += std::stol(f[14 - 3]) + std::stol(f[15 - 3]);
   return total;
 }
 
