@@ -90,7 +90,7 @@ long voluntary_switches(const std::string& prefix) {
     std::string line;
     bool ours = false;
     while (std::getline(status, line)) {
-      if (line.rfind("Name:", 0) == 0) ours = line.find(prefix) != std::string::npos;
+      if (line.rfind("Name:\t", 0) == 0) ours = line.compare(6, prefix.size(), prefix) == 0;
       if (ours && line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stol(line.substr(24));
     }
   }
